@@ -1,0 +1,3 @@
+from bossnas.cli import main
+
+main()

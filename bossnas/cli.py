@@ -1,0 +1,304 @@
+"""The ``bossnas`` command line."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from bossnas.errors import BossNASError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Block-wisely self-supervised neural architecture search (BossNAS).",
+)
+
+OverridesArg = typer.Argument(None, help="config overrides key=value, e.g. train.epochs=2 data.name=cifar10")
+PresetOpt = typer.Option(None, "--preset", "-p", help="preset name (see `bossnas presets`) or a YAML file")
+SpaceOpt = typer.Option(None, "--space", help="search space (see `bossnas spaces`)")
+DataOpt = typer.Option(None, "--data", help="digits | cifar10 | cifar100 | imagefolder")
+DataDirOpt = typer.Option(None, "--data-dir", help="folder of the data set")
+OutOpt = typer.Option(None, "--out", "-o", help="run folder (default: runs/<preset>)")
+ResumeOpt = typer.Option(False, "--resume", help="continue the run in the run folder from its last checkpoint")
+ForceOpt = typer.Option(False, "--force", help="start over in a run folder that already holds a run")
+DeviceOpt = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars")
+MaxFlopsOpt = typer.Option(None, "--max-flops", help="FLOPs budget (e.g. 100M, 3.4G); FLOPs = 2 x multiply-adds")
+MaxParamsOpt = typer.Option(None, "--max-params", help="parameter budget (e.g. 500k, 1.5M)")
+
+
+def _console():
+    from bossnas.utils.progress import make_console
+
+    return make_console()
+
+
+def _resolve_config(preset, overrides, space, data, data_dir, device, out, resume, extra=None):
+    from bossnas.config import RunConfig, apply_mapping, parse_override, read_preset, set_key
+    from bossnas.train.runner import CONFIG
+
+    preset_name = preset or "quickstart"
+    run_dir = Path(out) if out else Path("runs") / Path(preset_name).stem
+    options = {"space": space, "data.name": data, "data.root": data_dir, "device": device, **(extra or {})}
+    if resume and preset is None and (run_dir / CONFIG).is_file():
+        import yaml
+
+        config = RunConfig()
+        apply_mapping(config, yaml.safe_load((run_dir / CONFIG).read_text()) or {}, str(run_dir / CONFIG))
+    else:
+        config = RunConfig()
+        apply_mapping(config, read_preset(preset_name), preset_name)
+    for key, value in options.items():
+        if value is not None:
+            set_key(config, key, value)
+    for text in overrides or []:
+        set_key(config, *parse_override(text))
+    return config, run_dir
+
+
+def _train(preset, overrides, space, data, data_dir, out, resume, force, device, quiet, extra=None):
+    from bossnas.train.runner import BlockwiseSearch
+
+    config, run_dir = _resolve_config(preset, overrides, space, data, data_dir, device, out, resume, extra)
+    console = _console()
+    search = BlockwiseSearch.open(config, run_dir, resume=resume, force=force, console=console, show_progress=not quiet)
+    console.print(
+        f"bossnas: space {search.space.name} ({search.space.num_architectures():,} architectures), data {config.data.name} "
+        f"({len(search.data.train)} train / {len(search.data.test)} held-out, {search.data.in_channels}x{search.data.image_size}x"
+        f"{search.data.image_size}), device {search.device}, run folder {run_dir}"
+    )
+    search.run()
+    return search, config, run_dir, console
+
+
+def _finish(run_dir: Path, max_flops: Optional[float], max_params: Optional[float], console, wall: float | None = None) -> dict:
+    from bossnas.search.report import select, tables_from_state, write_best_arch, write_report
+    from bossnas.train.runner import load_run
+
+    config, ckpt = load_run(run_dir)
+    state = ckpt["state"]
+    if state["phase"] != "done":
+        raise BossNASError(f"run in '{run_dir}' has not finished training (block {state['block']}, {state['phase']}); continue it with `bossnas train --resume -o {run_dir}`")
+    space = _space_of(config, ckpt)
+    tables = tables_from_state(space, state["tables"])
+    max_flops = max_flops if max_flops is not None else config.search.max_flops
+    max_params = max_params if max_params is not None else config.search.max_params
+    choice = select(space, tables, max_flops, max_params)
+    record = write_best_arch(run_dir, space, choice, config, max_flops, max_params)
+    write_report(run_dir, space, config, state, tables, record, wall)
+    console.print(
+        f"[bold green]chosen architecture[/] {record['arch']}  rating {record['rating']:.5f}  "
+        f"params {record['params']:,}  FLOPs {record['flops'] / 1e6:.2f}M  -> {run_dir / 'best_arch.json'}"
+    )
+    return record
+
+
+def _space_of(config, ckpt: dict):
+    """The run's space, built for the run's input shape (stored in the checkpoint)."""
+    from bossnas.spaces import space_class
+
+    shape = ckpt.get("input") or {}
+    cls = space_class(config.space)
+    return cls(in_channels=shape.get("in_channels", 3), image_size=shape.get("image_size"),
+               num_classes=shape.get("num_classes", 10), **config.model.space_options)
+
+
+def _parse_budget(text: Optional[str], name: str) -> Optional[float]:
+    from bossnas.config import parse_number
+
+    if text is None:
+        return None
+    try:
+        value = parse_number(text)
+    except ValueError:
+        raise BossNASError(f"{name} '{text}' is not a number (e.g. 100M, 3.4G, 5e8)") from None
+    if not value > 0:
+        raise BossNASError(f"{name} must be > 0, got '{text}'")
+    return value
+
+
+@app.command()
+def run(
+    overrides: Optional[list[str]] = OverridesArg,
+    preset: Optional[str] = PresetOpt,
+    space: Optional[str] = SpaceOpt,
+    data: Optional[str] = DataOpt,
+    data_dir: Optional[str] = DataDirOpt,
+    out: Optional[str] = OutOpt,
+    resume: bool = ResumeOpt,
+    force: bool = ForceOpt,
+    device: Optional[str] = DeviceOpt,
+    max_flops: Optional[str] = MaxFlopsOpt,
+    max_params: Optional[str] = MaxParamsOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Train every block, rate every path, choose the architecture and write the report.
+
+    With no arguments: the quickstart (NATS size space on the embedded digits data).
+    """
+    start = time.perf_counter()
+    flops, params = _parse_budget(max_flops, "--max-flops"), _parse_budget(max_params, "--max-params")
+    extra = {"search.max_flops": flops, "search.max_params": params}
+    _, _, run_dir, console = _train(preset, overrides, space, data, data_dir, out, resume, force, device, quiet, extra)
+    _finish(run_dir, flops, params, console, wall=time.perf_counter() - start)
+    console.print(f"report: {run_dir / 'report.md'}  (wall {time.perf_counter() - start:.1f} s)")
+
+
+@app.command()
+def train(
+    overrides: Optional[list[str]] = OverridesArg,
+    preset: Optional[str] = PresetOpt,
+    space: Optional[str] = SpaceOpt,
+    data: Optional[str] = DataOpt,
+    data_dir: Optional[str] = DataDirOpt,
+    out: Optional[str] = OutOpt,
+    resume: bool = ResumeOpt,
+    force: bool = ForceOpt,
+    device: Optional[str] = DeviceOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Train the Siamese supernet block by block (each block's paths are rated to fix its best path)."""
+    _, _, run_dir, console = _train(preset, overrides, space, data, data_dir, out, resume, force, device, quiet)
+    console.print(f"trained; choose the architecture with `bossnas search {run_dir}`")
+
+
+@app.command()
+def search(
+    run_dir: Path = typer.Argument(..., help="a finished run folder"),
+    max_flops: Optional[str] = MaxFlopsOpt,
+    max_params: Optional[str] = MaxParamsOpt,
+) -> None:
+    """Choose the best-rated architecture of a trained run, optionally under a FLOPs/params budget."""
+    _finish(run_dir, _parse_budget(max_flops, "--max-flops"), _parse_budget(max_params, "--max-params"), _console())
+
+
+@app.command()
+def rate(
+    run_dir: Path = typer.Argument(..., help="a finished run folder"),
+    archs: Optional[list[str]] = typer.Argument(None, help="architectures to rate (default: all)"),
+    top: Optional[int] = typer.Option(None, "--top", help="only the N best-rated architectures"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="CSV to write (default: RUN/ratings.csv when rating all)"),
+) -> None:
+    """Ratings (sum of block ratings, lower = better) of all or the given architectures."""
+    from bossnas.search.report import tables_from_state
+    from bossnas.search.select import all_ratings, arch_rating, top_k
+    from bossnas.train.runner import load_run
+    from bossnas.utils.io import atomic_write_text
+
+    config, ckpt = load_run(run_dir)
+    state = ckpt["state"]
+    space = _space_of(config, ckpt)
+    if len(state["tables"]) < len(space.blocks):
+        raise BossNASError(f"run in '{run_dir}' has rated {len(state['tables'])} of {len(space.blocks)} blocks; finish it with --resume")
+    tables = tables_from_state(space, state["tables"])
+    if archs:
+        rows = [(space.format_arch(a), arch_rating(tables, a)) for a in (space.parse_arch(t) for t in archs)]
+    elif top is not None:
+        if top < 1:
+            raise BossNASError("--top must be >= 1")
+        rows = [(space.format_arch(s.arch), s.rating) for s in top_k(tables, top)]
+    else:
+        arch_list, values = all_ratings(tables)
+        rows = [(space.format_arch(a), float(v)) for a, v in zip(arch_list, values)]
+        out = out or run_dir / "ratings.csv"
+    if out is not None:
+        atomic_write_text(out, "arch,rating\n" + "".join(f"{a},{r:.8f}\n" for a, r in rows))
+        typer.echo(f"{len(rows)} ratings -> {out}")
+    for a, r in sorted(rows, key=lambda x: x[1])[: 10 if out is not None else None]:
+        typer.echo(f"{a}\t{r:.6f}")
+
+
+@app.command()
+def correlate(
+    scores: Path = typer.Argument(..., help="CSV of scores: arch,<score> or a block table block,path,<score>"),
+    truth: Path = typer.Argument(..., help="CSV of ground truth: arch,<accuracy>"),
+    score_col: Optional[str] = typer.Option(None, "--score-col", help="score column (default: rating/loss/score ...)"),
+    truth_col: Optional[str] = typer.Option(None, "--truth-col", help="accuracy column (default: test_accuracy/accuracy ...)"),
+    lower_is_better: Optional[bool] = typer.Option(None, "--lower-is-better/--higher-is-better",
+                                                   help="score orientation (default: lower is better for loss/rating columns)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Kendall, Spearman and Pearson correlation of scores against ground truth."""
+    import json
+
+    from bossnas.evaluation.correlation import correlate_files
+
+    c = correlate_files(scores, truth, score_col, truth_col, lower_is_better)
+    if as_json:
+        typer.echo(json.dumps(c.as_dict(), indent=2))
+        return
+    typer.echo(f"architectures: {c.count}")
+    typer.echo(f"Kendall  {c.kendall:.3f}")
+    typer.echo(f"Spearman {c.spearman:.3f}")
+    typer.echo(f"Pearson  {c.pearson:.3f}")
+    typer.echo(f"sign: {c.sign_note()}")
+
+
+@app.command()
+def spaces() -> None:
+    """List the search spaces."""
+    from bossnas.spaces import create_space, list_spaces
+
+    for name in list_spaces():
+        space = create_space(name)
+        blocks = "/".join(str(len(space.block_paths(b.index))) for b in space.blocks)
+        typer.echo(f"{name:10s} {space.num_architectures():>22,} architectures, paths per block {blocks}: {space.description}")
+
+
+@app.command()
+def presets() -> None:
+    """List the built-in presets."""
+    from bossnas.config import list_presets
+
+    for name in list_presets():
+        typer.echo(name)
+
+
+@app.command()
+def show(
+    arch: str = typer.Argument(..., help="architecture string, e.g. 64:40:48:64:56"),
+    space: Optional[str] = SpaceOpt,
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="input side (default: the space's)"),
+    in_channels: int = typer.Option(3, "--in-channels"),
+    num_classes: int = typer.Option(10, "--num-classes"),
+) -> None:
+    """Layers, parameters and FLOPs of one architecture."""
+    from bossnas.search.costs import arch_cost
+    from bossnas.spaces import create_space, list_spaces
+
+    candidates = [space] if space else list_spaces()
+    errors = []
+    for name in candidates:
+        s = create_space(name, in_channels=in_channels, image_size=image_size, num_classes=num_classes)
+        try:
+            parsed = s.parse_arch(arch)
+            break
+        except BossNASError as exc:
+            errors.append(str(exc))
+    else:
+        raise BossNASError(errors[0] if len(errors) == 1 else f"'{arch}' is not an architecture of any space ({'; '.join(errors)})")
+    cost = arch_cost(s, parsed)
+    typer.echo(f"{s.name} {s.format_arch(parsed)}  input {in_channels}x{s.image_size}x{s.image_size}, {num_classes} classes")
+    for row in s.describe_layers(parsed):
+        typer.echo("  " + "  ".join(f"{k} {v}" for k, v in row.items()))
+    typer.echo(f"params {int(cost.params):,}  FLOPs {cost.flops / 1e6:.2f}M  multiply-adds {cost.macs / 1e6:.2f}M")
+
+
+def main() -> None:
+    try:
+        app()
+    except BossNASError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

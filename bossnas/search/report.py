@@ -1,0 +1,103 @@
+"""Finishing a search: the chosen architecture (best_arch.json) and a short report.md."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path as FsPath
+
+import torch
+
+from bossnas.config import RunConfig
+from bossnas.search.costs import BlockCostTable, arch_cost
+from bossnas.search.select import RatingTables, Selection, best_constrained, best_unconstrained, top_k
+from bossnas.spaces.base import SearchSpace
+from bossnas.utils.io import atomic_write_json, atomic_write_text
+
+
+def tables_from_state(space: SearchSpace, tables: dict[str, list]) -> RatingTables:
+    return [{space.parse_path(int(b), p): float(r) for p, r in tables[str(b)]} for b in range(len(space.blocks))]
+
+
+def select(space: SearchSpace, tables: RatingTables, max_flops: float | None, max_params: float | None) -> Selection:
+    if max_flops is None and max_params is None:
+        best = best_unconstrained(tables)
+        return Selection(best.arch, best.rating, arch_cost(space, best.arch))
+    return best_constrained(space, tables, BlockCostTable(space), max_flops, max_params)
+
+
+def write_best_arch(run_dir: FsPath, space: SearchSpace, choice: Selection, config: RunConfig,
+                    max_flops: float | None, max_params: float | None) -> dict:
+    cost = choice.cost or arch_cost(space, choice.arch)
+    record = {
+        "space": space.name,
+        "arch": space.format_arch(choice.arch),
+        "rating": round(choice.rating, 8),
+        "params": int(cost.params),
+        "flops": int(cost.flops),
+        "madds": int(cost.macs),
+        "input": [space.in_channels, space.image_size, space.image_size],
+        "num_classes": space.num_classes,
+        "space_options": dict(config.model.space_options),
+        "constraints": {"max_flops": max_flops, "max_params": max_params},
+        "data": config.data.name,
+        "seed": config.seed,
+    }
+    atomic_write_json(run_dir / "best_arch.json", record)
+    return record
+
+
+def write_report(run_dir: FsPath, space: SearchSpace, config: RunConfig, state: dict, tables: RatingTables,
+                 record: dict, wall_seconds: float | None = None) -> str:
+    lines = [
+        f"# BossNAS search: {space.name} on {config.data.name}",
+        "",
+        f"Chosen architecture: **`{record['arch']}`** (rating {record['rating']:.5f}, lower is better), "
+        f"{record['params']:,} parameters, {record['flops'] / 1e6:.2f} MFLOPs ({record['madds'] / 1e6:.2f} M multiply-adds) "
+        f"at {space.image_size}x{space.image_size}x{space.in_channels}.",
+        "",
+    ]
+    constraints = {k: v for k, v in record["constraints"].items() if v is not None}
+    if constraints:
+        lines += [f"Budget: {', '.join(f'{k} = {v:.4g}' for k, v in constraints.items())}.", ""]
+    lines += ["## Blocks", "", "| block | paths | best path | its rating | worst rating |", "|---|---|---|---|---|"]
+    for b, table in enumerate(tables):
+        best = min(table, key=table.__getitem__)
+        lines.append(f"| {b} | {len(table)} | `{space.format_path(best)}` | {table[best]:.5f} | {max(table.values()):.5f} |")
+    lines += ["", "## Best-rated architectures", "", "| rank | architecture | rating |", "|---|---|---|"]
+    for i, sel in enumerate(top_k(tables, 5), 1):
+        lines.append(f"| {i} | `{space.format_arch(sel.arch)}` | {sel.rating:.5f} |")
+    train_s, rate_s = state.get("train_seconds", 0.0), state.get("rate_seconds", 0.0)
+    lines += [
+        "",
+        "## Run",
+        "",
+        f"- data: {config.data.name}, {config.train.epochs} epoch(s) per block, batch {config.train.batch_size}, "
+        f"K = {config.train.paths_per_step or 'all candidates'} ({config.train.sampling or space.default_sampling} sampling), "
+        f"ensemble bootstrapping {'on' if config.train.ensemble else 'off'}",
+        f"- rating: {config.search.rate_images} held-out images x 2 views, BN recalibration on "
+        f"{config.search.recal_batches} batch(es) {'on' if config.search.bn_recalibration else 'off'}",
+        f"- time: training {train_s:.1f} s, rating {rate_s:.1f} s" + (f", wall {wall_seconds:.1f} s" if wall_seconds else ""),
+        f"- machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {config.device}",
+        "",
+        "Ratings are BYOL losses against the population centre (lower = better). Per-block tables: "
+        "`block_<k>_ratings.csv`.",
+    ]
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(run_dir / "report.md", text)
+    return text
+
+
+def read_best_arch(path: str | FsPath) -> dict:
+    from bossnas.errors import BossNASError
+
+    path = FsPath(path)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BossNASError(f"'{path}' not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BossNASError(f"'{path}' is not valid JSON") from None
+    if not isinstance(record, dict) or "arch" not in record or "space" not in record:
+        raise BossNASError(f"'{path}' is not a best_arch.json (needs 'space' and 'arch')")
+    return record

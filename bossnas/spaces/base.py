@@ -1,0 +1,301 @@
+"""The interface every search space implements.
+
+A search space is data plus small builders: its layers and their candidate choices, how
+layers group into blocks, which paths through a block are allowed, how an architecture is
+written as text, a weight-sharing supernet and a standalone builder. The Siamese supernet,
+the trainer and the searcher only talk to this interface, so a new space never touches them.
+
+Vocabulary
+----------
+choice : one candidate of one layer (an int width, an op name, ...); hashable, printable.
+path   : a tuple of choices, one per layer of a block.
+arch   : a tuple of paths, one per block; the whole architecture.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from bossnas.errors import BossNASError
+
+Choice = Hashable
+Path = tuple
+Arch = tuple
+
+SAMPLING_MODES = ("fair", "uniform")
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One block: a group of consecutive searchable layers trained and rated together."""
+
+    index: int
+    layers: tuple[int, ...]
+
+
+class SupernetBackbone(nn.Module, ABC):
+    """The weight-sharing network of a space, run one block along one path at a time.
+
+    The input tensor carries whatever the block needs to know about the blocks before it
+    (channel count, resolution), so a block never needs the earlier blocks' paths.
+    """
+
+    @abstractmethod
+    def forward_block(self, x: torch.Tensor, block: int, path: Path) -> torch.Tensor:
+        """Run block ``block`` along ``path`` (block 0 takes the image and includes the stem)."""
+
+    @abstractmethod
+    def materialize_block(self, block: int, path: Path, prev_path: Path | None) -> nn.Module:
+        """A plain module holding copies of the weights this path uses.
+
+        ``prev_path`` is the previous block's path (None for block 0): it fixes the input
+        this block receives.
+        """
+
+    def block_parameters(self, block: int) -> list[nn.Parameter]:
+        """Parameters trained while ``block`` trains (all weights its paths can use)."""
+        return list(self.block_module(block).parameters())
+
+    @abstractmethod
+    def block_module(self, block: int) -> nn.Module:
+        """The sub-module that holds every weight of block ``block``."""
+
+
+class StandaloneNet(nn.Module):
+    """A plain network for one architecture: the space's blocks, then a classifier head."""
+
+    def __init__(self, blocks: Sequence[nn.Module], head: nn.Module) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.head = head
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+class SearchSpace(ABC):
+    """Base class of the search spaces; subclasses register with :func:`register_space`.
+
+    Constructed for one input shape (``in_channels`` x ``image_size``) and class count, so
+    that the same space searches on ImageNet, CIFAR or the user's own images.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    default_image_size: ClassVar[int]
+    #: how training samples the K paths of a block: "fair" needs every path of the block to
+    #: be allowed (a product of per-layer choices); restricted spaces use "uniform".
+    default_sampling: ClassVar[str] = "fair"
+    #: the arch string's separator between layers
+    separator: ClassVar[str] = ":"
+
+    def __init__(self, in_channels: int = 3, image_size: int | None = None, num_classes: int = 10):
+        if in_channels < 1:
+            raise BossNASError(f"in_channels must be >= 1, got {in_channels}")
+        self.in_channels = in_channels
+        self.image_size = image_size or self.default_image_size
+        self.num_classes = num_classes
+
+    # ----------------------------------------------------------------- structure
+    @property
+    @abstractmethod
+    def blocks(self) -> tuple[BlockSpec, ...]:
+        """The blocks, in training order."""
+
+    @abstractmethod
+    def layer_choices(self, layer: int) -> tuple[Choice, ...]:
+        """The candidate choices of searchable layer ``layer`` (global index)."""
+
+    @property
+    def num_layers(self) -> int:
+        return sum(len(b.layers) for b in self.blocks)
+
+    def is_allowed(self, block: int, path: Path) -> bool:
+        """Whether ``path`` is an allowed path of ``block`` (all product paths by default)."""
+        return True
+
+    def block_paths(self, block: int) -> list[Path]:
+        """Every allowed path of ``block``, in a fixed order."""
+        spec = self.blocks[block]
+        product = itertools.product(*(self.layer_choices(layer) for layer in spec.layers))
+        return [tuple(p) for p in product if self.is_allowed(block, tuple(p))]
+
+    def is_product_block(self, block: int) -> bool:
+        """True when every combination of the block's layer choices is an allowed path."""
+        spec = self.blocks[block]
+        full = math.prod(len(self.layer_choices(layer)) for layer in spec.layers)
+        return len(self.block_paths(block)) == full
+
+    def num_architectures(self) -> int:
+        return math.prod(len(self.block_paths(b.index)) for b in self.blocks)
+
+    def max_fair_k(self, block: int) -> int:
+        """The path count of one fair draw: the fewest candidates of any layer of the block."""
+        return min(len(self.layer_choices(layer)) for layer in self.blocks[block].layers)
+
+    # ----------------------------------------------------------------- sampling
+    def sample_paths(
+        self, block: int, k: int, mode: str, generator: torch.Generator
+    ) -> list[Path]:
+        """Draw the ``k`` paths of one training step.
+
+        ``fair``: each layer takes a random permutation of its candidates and path i takes
+        the i-th entry of every permutation, so with k = the candidate count each candidate
+        of each layer is used exactly once per step (as in the official NATS/MBConv runs).
+        ``uniform``: k distinct paths drawn uniformly from the allowed paths of the block.
+        """
+        if mode == "fair":
+            if not self.is_product_block(block):
+                raise BossNASError(
+                    f"fair sampling needs every path of block {block} of '{self.name}' to be "
+                    "allowed; set train.sampling=uniform"
+                )
+            spec = self.blocks[block]
+            columns = []
+            for layer in spec.layers:
+                choices = self.layer_choices(layer)
+                if k > len(choices):
+                    raise BossNASError(
+                        f"train.paths_per_step={k} is larger than the {len(choices)} candidates "
+                        f"of layer {layer}; fair sampling allows 1..{len(choices)}"
+                    )
+                order = torch.randperm(len(choices), generator=generator).tolist()
+                columns.append([choices[i] for i in order[:k]])
+            return [tuple(col[i] for col in columns) for i in range(k)]
+        if mode == "uniform":
+            paths = self.block_paths(block)
+            if k > len(paths):
+                raise BossNASError(
+                    f"train.paths_per_step={k} is larger than the {len(paths)} paths of block {block}"
+                )
+            order = torch.randperm(len(paths), generator=generator)[:k].tolist()
+            return [paths[i] for i in order]
+        raise BossNASError(f"unknown sampling mode '{mode}'; choose one of {', '.join(SAMPLING_MODES)}")
+
+    # ----------------------------------------------------------------- text form
+    def format_choice(self, choice: Choice) -> str:
+        return str(choice)
+
+    def parse_choice(self, layer: int, text: str) -> Choice:
+        for choice in self.layer_choices(layer):
+            if self.format_choice(choice) == text:
+                return choice
+        options = ", ".join(self.format_choice(c) for c in self.layer_choices(layer))
+        raise BossNASError(
+            f"'{text}' is not a candidate of layer {layer + 1} of '{self.name}'; choose one of {options}"
+        )
+
+    def format_path(self, path: Path) -> str:
+        return self.separator.join(self.format_choice(c) for c in path)
+
+    def format_arch(self, arch: Arch) -> str:
+        return self.separator.join(self.format_path(p) for p in arch)
+
+    def arch_example(self) -> str:
+        return self.format_arch(tuple(self.block_paths(b.index)[-1] for b in self.blocks))
+
+    def parse_path(self, block: int, text: str) -> Path:
+        spec = self.blocks[block]
+        parts = text.strip().split(self.separator)
+        if len(parts) != len(spec.layers):
+            raise BossNASError(
+                f"malformed path '{text}' for block {block} of '{self.name}': expected "
+                f"{len(spec.layers)} choices separated by '{self.separator}'"
+            )
+        path = tuple(self.parse_choice(layer, p.strip()) for layer, p in zip(spec.layers, parts))
+        if not self.is_allowed(block, path):
+            raise BossNASError(f"path '{text}' is not an allowed path of block {block} of '{self.name}'")
+        return path
+
+    def parse_arch(self, text: str) -> Arch:
+        """Parse an architecture string, with a one-line error naming what is wrong."""
+        if not isinstance(text, str) or not text.strip():
+            raise BossNASError(f"empty architecture string; expected e.g. '{self.arch_example()}'")
+        parts = text.strip().split(self.separator)
+        if len(parts) != self.num_layers:
+            raise BossNASError(
+                f"malformed architecture '{text}' for '{self.name}': expected {self.num_layers} "
+                f"choices separated by '{self.separator}' (e.g. '{self.arch_example()}'), got {len(parts)}"
+            )
+        arch, start = [], 0
+        for spec in self.blocks:
+            chunk = parts[start : start + len(spec.layers)]
+            start += len(spec.layers)
+            path = tuple(self.parse_choice(layer, p.strip()) for layer, p in zip(spec.layers, chunk))
+            if not self.is_allowed(spec.index, path):
+                raise BossNASError(
+                    f"'{self.format_path(path)}' is not an allowed path of block {spec.index} "
+                    f"of '{self.name}' in architecture '{text}'"
+                )
+            arch.append(path)
+        return tuple(arch)
+
+    # ----------------------------------------------------------------- builders
+    @abstractmethod
+    def build_supernet(self) -> SupernetBackbone:
+        """A fresh weight-sharing supernet."""
+
+    @abstractmethod
+    def build_block(self, block: int, path: Path, prev_path: Path | None) -> nn.Module:
+        """A fresh standalone module for one block along one path (block 0 includes the stem).
+
+        ``prev_path`` is the previous block's path, None for block 0.
+        """
+
+    @abstractmethod
+    def build_head(self, arch: Arch) -> nn.Module:
+        """The classifier head placed after the last block."""
+
+    @abstractmethod
+    def out_channels(self, block: int, path: Path) -> int:
+        """Channel count of the block's output along ``path``."""
+
+    @staticmethod
+    def previous_path(arch: Arch, block: int) -> Path | None:
+        return None if block == 0 else arch[block - 1]
+
+    def build_standalone(self, arch: Arch) -> StandaloneNet:
+        """A plain, freshly initialised network for one architecture."""
+        blocks = [
+            self.build_block(spec.index, arch[spec.index], self.previous_path(arch, spec.index))
+            for spec in self.blocks
+        ]
+        return StandaloneNet(blocks, self.build_head(arch))
+
+    def extract_standalone(self, supernet: SupernetBackbone, arch: Arch) -> StandaloneNet:
+        """A standalone network holding copies of the supernet's weights along ``arch``."""
+        blocks = [
+            supernet.materialize_block(spec.index, arch[spec.index], self.previous_path(arch, spec.index))
+            for spec in self.blocks
+        ]
+        return StandaloneNet(blocks, self.build_head(arch))
+
+    def boundary_key(self, block: int, path: Path) -> Hashable:
+        """What the next block depends on from this block's path (its last choice by default).
+
+        Two paths with the same key must give the next block the same input shape, so the
+        cost of block k+1 is a function of (key of block k, path of block k+1); the
+        constrained search relies on it.
+        """
+        return path[-1]
+
+    def describe_layers(self, arch: Arch) -> list[dict]:
+        """One row per searchable layer, for `bossnas show`."""
+        rows = []
+        for spec in self.blocks:
+            for layer, choice in zip(spec.layers, arch[spec.index]):
+                rows.append({"layer": layer + 1, "block": spec.index, "choice": self.format_choice(choice)})
+        return rows

@@ -1,0 +1,1 @@
+"""Block-wise training of the Siamese supernet."""

@@ -1,0 +1,1 @@
+"""Small helpers: atomic checkpoints, devices, progress display."""
