@@ -289,6 +289,18 @@ def show(
     typer.echo(f"params {int(cost.params):,}  FLOPs {cost.flops / 1e6:.2f}M  multiply-adds {cost.macs / 1e6:.2f}M")
 
 
+def _register_commands() -> None:
+    import importlib
+
+    from bossnas.commands import COMMAND_MODULES
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(app)
+
+
+_register_commands()
+
+
 def main() -> None:
     try:
         app()

@@ -11,6 +11,7 @@ from torch import nn
 
 from bossnas.spaces.base import Path
 from bossnas.ssl.losses import byol_regression_loss
+from bossnas.ssl.targets import population_centre
 from bossnas.supernet.siamese import SiameseSupernet
 
 
@@ -44,6 +45,56 @@ def _batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_
 
 
 @torch.no_grad()
+def path_outputs(
+    model: SiameseSupernet,
+    block: int,
+    path: Path,
+    recal_features: Sequence[torch.Tensor],
+    rate_features: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int,
+    bn_recalibration: bool = True,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised target projections and online predictions of one path, each ``[2, N, D]``.
+
+    ``recal_features`` / ``rate_features`` are the inputs of the block (the frozen prefix
+    already applied, once for all paths). BN statistics are first recalibrated along the path.
+    """
+    online_mods = model.online_block_modules(block)
+    target_mods = model.target_block_modules(block)
+    if bn_recalibration:
+        def both(x: torch.Tensor) -> None:
+            with autocast():
+                model.predict(x, block, path)
+                model.project_target(x, block, path)
+        recalibrate_bn(online_mods + target_mods, both, recal_features)
+    for mod in online_mods + target_mods:
+        mod.eval()
+    with autocast():
+        target = torch.stack([
+            F.normalize(_batched(lambda x: model.project_target(x, block, path), v, batch_size).float(), dim=-1)
+            for v in rate_features
+        ])
+        prediction = torch.stack([
+            F.normalize(_batched(lambda x: model.predict(x, block, path), v, batch_size).float(), dim=-1)
+            for v in rate_features
+        ])
+    return target, prediction
+
+
+def ratings_against_centre(predictions: Sequence[torch.Tensor], centre: torch.Tensor) -> list[float]:
+    """Symmetric BYOL loss of each path's predictions ``[2, N, D]`` against the centre ``[2, N, D]``.
+
+    View 1's prediction is compared with view 2's centre and vice versa, as in training.
+    """
+    ratings = []
+    for p in predictions:
+        loss = byol_regression_loss(p[0], centre[1], reduction="none") + byol_regression_loss(p[1], centre[0], reduction="none")
+        ratings.append(float(loss.mean()))
+    return ratings
+
+
+@torch.no_grad()
 def rate_block(
     model: SiameseSupernet,
     block: int,
@@ -57,46 +108,20 @@ def rate_block(
 ) -> list[float]:
     """The rating (lower is better) of each path of ``block``.
 
-    ``recal_features`` / ``rate_features`` are the inputs of the block (the frozen prefix
-    already applied, once for all paths). For each path: recalibrate BN along it, then the
-    target projections of both rating views feed a running sum (the population centre is
-    their mean over all paths) and the online predictions are kept. A path's rating is the
-    symmetric BYOL loss of its predictions against the centre of the other view, averaged
-    over the rating images.
+    For each path: recalibrate BN along it, add its normalised target projections of both
+    rating views to a running sum (the population centre is their mean over all paths) and
+    keep its online predictions. A path's rating is the symmetric BYOL loss of its
+    predictions against the centre, averaged over the rating images.
     """
-    online_mods = model.online_block_modules(block)
-    target_mods = model.target_block_modules(block)
-    view_1, view_2 = rate_features
-    n = view_1.shape[0]
-    centre = None
+    centre_sum = None
     predictions = []
     for i, path in enumerate(paths):
-        if bn_recalibration:
-            def both(x: torch.Tensor, path: Path = path) -> None:
-                with autocast():
-                    model.predict(x, block, path)
-                    model.project_target(x, block, path)
-            recalibrate_bn(online_mods + target_mods, both, recal_features)
-        for mod in online_mods + target_mods:
-            mod.eval()
-        with autocast():
-            t = torch.stack([
-                F.normalize(_batched(lambda x: model.project_target(x, block, path), v, batch_size).float(), dim=-1)
-                for v in (view_1, view_2)
-            ])
-            p = torch.stack([
-                F.normalize(_batched(lambda x: model.predict(x, block, path), v, batch_size).float(), dim=-1)
-                for v in (view_1, view_2)
-            ])
-        centre = t if centre is None else centre.add_(t)
-        predictions.append(p)
+        target, prediction = path_outputs(model, block, path, recal_features, rate_features, batch_size,
+                                          bn_recalibration, autocast)
+        centre_sum = target if centre_sum is None else centre_sum.add_(target)
+        predictions.append(prediction)
         if progress is not None:
             progress(i + 1)
-    if centre is None:
+    if centre_sum is None:
         return []
-    centre = centre / len(paths)
-    ratings = []
-    for p in predictions:
-        loss = byol_regression_loss(p[0], centre[1], reduction="none") + byol_regression_loss(p[1], centre[0], reduction="none")
-        ratings.append(float(loss.sum()) / n)
-    return ratings
+    return ratings_against_centre(predictions, population_centre(centre_sum, len(paths)))

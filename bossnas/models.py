@@ -1,0 +1,125 @@
+"""Models by name: registered named architectures (``bossnet-t0`` ...) and any architecture
+string of any search space, built as plain ``nn.Module`` s.
+
+>>> model = create_model("nats-sss/64:40:48:64:56", num_classes=10)
+>>> model(torch.zeros(1, 3, 32, 32)).shape
+torch.Size([1, 10])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bossnas.errors import BossNASError, closest
+from bossnas.spaces import create_space, list_spaces
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named architecture: a space, an architecture string in it and the space's options."""
+
+    name: str
+    space: str
+    arch: str
+    description: str = ""
+    space_options: dict = field(default_factory=dict)
+    #: input side the published numbers refer to
+    image_size: int | None = None
+    num_classes: int = 1000
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _MODELS and _MODELS[spec.name] != spec:
+        raise ValueError(f"model '{spec.name}' registered twice")
+    _MODELS[spec.name] = spec
+    return spec
+
+
+def _load_builtin() -> None:
+    # named models live next to their space; importing the spaces registers them
+    list_spaces()
+
+
+def list_models() -> list[ModelSpec]:
+    _load_builtin()
+    return [_MODELS[k] for k in sorted(_MODELS)]
+
+
+def resolve_model(name: str, space: str | None = None) -> ModelSpec:
+    """A registered name, ``space/arch``, or a bare architecture string (the first space that parses it)."""
+    _load_builtin()
+    if name in _MODELS:
+        return _MODELS[name]
+    if "/" in name:
+        space, name = name.split("/", 1)
+    candidates = [space] if space else list_spaces()
+    errors = []
+    for candidate in candidates:
+        s = create_space(candidate)
+        try:
+            s.parse_arch(name)
+            return ModelSpec(name=f"{candidate}/{name}", space=candidate, arch=name)
+        except BossNASError as exc:
+            errors.append(str(exc))
+    hint = closest(name, list(_MODELS))
+    if len(errors) == 1:
+        raise BossNASError(errors[0] + hint)
+    raise BossNASError(f"'{name}' is neither a model name{hint} nor an architecture of any space; see `bossnas models`")
+
+
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    in_channels: int = 3,
+    image_size: int | None = None,
+    pretrained_path: str | Path | None = None,
+    space: str | None = None,
+    **space_options,
+) -> nn.Module:
+    """Build a standalone network by name (timm-style single entry point).
+
+    ``pretrained_path`` loads weights saved by ``bossnas export`` (or a plain state dict).
+    The returned module carries ``model.bossnas_spec`` (space, arch, input, classes).
+    """
+    spec = resolve_model(name, space)
+    options = {**spec.space_options, **space_options}
+    classes = num_classes if num_classes is not None else spec.num_classes
+    size = image_size or spec.image_size
+    try:
+        s = create_space(spec.space, in_channels=in_channels, image_size=size, num_classes=classes, **options)
+    except TypeError as exc:
+        raise BossNASError(f"options for space '{spec.space}': {exc}") from None
+    model = s.build_standalone(s.parse_arch(spec.arch))
+    model.bossnas_spec = {  # type: ignore[attr-defined]
+        "name": spec.name, "space": spec.space, "arch": spec.arch, "space_options": options,
+        "in_channels": in_channels, "image_size": s.image_size, "num_classes": classes,
+    }
+    if pretrained_path is not None:
+        load_weights(model, pretrained_path)
+    return model
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a state dict (or an export bundle holding ``state_dict``), with a clear error on mismatch."""
+    path = Path(path)
+    if not path.is_file():
+        raise BossNASError(f"weights file '{path}' not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise BossNASError(f"cannot read weights '{path}' ({type(exc).__name__}); is it a state dict saved by bossnas?") from None
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict):
+        raise BossNASError(f"'{path}' holds no state dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise BossNASError(f"weights '{path}' do not fit this architecture ({first})") from None
