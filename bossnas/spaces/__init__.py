@@ -45,7 +45,7 @@ def _import_builtin_spaces() -> None:
         importlib.import_module(module)
 
 
-_BUILTIN: tuple[str, ...] = ("bossnas.spaces.nats_sss",)
+_BUILTIN: tuple[str, ...] = ("bossnas.spaces.nats_sss", "bossnas.spaces.hytra", "bossnas.spaces.mbconv")
 
 __all__ = [
     "Arch",

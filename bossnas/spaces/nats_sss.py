@@ -220,7 +220,7 @@ class NATSSizeSpace(SearchSpace):
         return self.widths
 
     def parse_choice(self, layer: int, text: str) -> int:
-        if not text.isdigit() or int(text) not in self.widths:
+        if not (text.isascii() and text.isdigit()) or int(text) not in self.widths:
             options = ", ".join(map(str, self.widths))
             raise BossNASError(
                 f"'{text}' is not a width of layer {layer + 1} of 'nats-sss'; choose one of {options}"

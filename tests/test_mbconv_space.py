@@ -1,0 +1,189 @@
+import itertools
+import json
+import random
+
+import pytest
+import torch
+
+from bossnas.errors import BossNASError
+from bossnas.search.costs import arch_cost
+from bossnas.spaces import create_space, list_spaces
+
+SMALL = dict(image_size=32, width_mult=0.25, num_classes=5)
+NAMES = ("e3k3", "e3k5", "e6k3", "e6k5")
+#: (out channels, first stride, layers) of the five blocks, from the paper / DNA
+STAGES = ((24, 2, 2), (40, 2, 4), (80, 2, 4), (112, 1, 4), (192, 2, 4))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The networks here are tiny: one thread avoids OpenMP contention on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return create_space("mbconv", **SMALL)
+
+
+def test_registered_and_fair(space):
+    assert "mbconv" in list_spaces()
+    assert space.default_sampling == "fair"
+    assert all(space.layer_choices(layer) == NAMES for layer in range(18))
+    assert all(space.is_product_block(b.index) for b in space.blocks)
+    assert space.boundary_key(2, space.block_paths(2)[7]) is None
+
+
+def test_block_paths_match_independent_enumeration(space):
+    counts = [len(space.block_paths(b.index)) for b in space.blocks]
+    assert counts == [16, 256, 256, 256, 256]
+    for spec, (_, _, layers) in zip(space.blocks, STAGES):
+        assert len(spec.layers) == layers
+        assert set(space.block_paths(spec.index)) == set(itertools.product(NAMES, repeat=layers))
+    assert space.num_architectures() == 16 * 256**4
+
+
+def test_fair_sampling_uses_each_candidate_once_per_layer(space):
+    g = torch.Generator().manual_seed(0)
+    paths = space.sample_paths(1, 4, "fair", g)
+    for layer in range(4):
+        assert sorted(p[layer] for p in paths) == sorted(NAMES)
+
+
+def test_every_path_of_every_block_runs(space):
+    """Each of the 1,040 block paths runs through the supernet; standalone blocks are built
+    for a fair draw of every block (each candidate of each layer once: the layers of a block
+    are built independently, so this builds every module any path uses)."""
+    torch.manual_seed(0)
+    supernet = space.build_supernet().eval()
+    x = torch.randn(1, 3, 32, 32)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for spec in space.blocks:
+            out = None
+            for path in space.block_paths(spec.index):
+                out = supernet.forward_block(x, spec.index, path)
+                assert out.shape[:2] == (1, space.out_channels(spec.index, path))
+            for path in space.sample_paths(spec.index, 4, "fair", g):
+                assert space.build_block(spec.index, path, None).eval()(x).shape == out.shape
+            x = out
+
+
+def test_layer_table_at_224_and_32():
+    s = create_space("mbconv")
+    arch = s.parse_arch(":".join(["e6k5"] * 18))
+    rows = s.describe_layers(arch)
+    assert [r["resolution"] for r in rows] == [56, 56] + [28] * 4 + [14] * 4 + [14] * 4 + [7] * 4
+    assert [r["channels"] for r in rows] == [24, 24] + [40] * 4 + [80] * 4 + [112] * 4 + [192] * 4
+    assert [r["layer"] for r in rows if r["downsample"]] == [1, 3, 7, 15]
+    assert rows[0]["op"] == "MBConv e6 k5" and rows[0]["block"] == 0
+    small = create_space("mbconv", image_size=32).describe_layers(arch)
+    assert [r["resolution"] for r in small][::4] == [16, 8, 4, 4, 2]
+
+
+def test_madds_in_the_range_of_the_mobile_space():
+    s = create_space("mbconv", num_classes=1000)
+    smallest = arch_cost(s, s.parse_arch(":".join(["e3k3"] * 18)))
+    largest = arch_cost(s, s.parse_arch(":".join(["e6k5"] * 18)))
+    # EfficientNet-B0 (e6 k3/k5 mix, 390M MAdds, 5.3M params) lies between the extremes
+    assert 200e6 < smallest.macs < 390e6 < largest.macs < 600e6
+    assert smallest.params < 5.3e6 < largest.params
+
+
+def sample_archs(space, n, seed=0):
+    rng = random.Random(seed)
+    return [tuple(rng.choice(space.block_paths(b.index)) for b in space.blocks) for _ in range(n)]
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_standalone_matches_supernet_path(space, mode):
+    supernet = space.build_supernet()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in supernet.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    getattr(supernet, mode)()
+    x = torch.randn(4, 3, 32, 32)
+    for arch in sample_archs(space, 4):
+        fresh = space.build_standalone(arch)
+        fresh.load_state_dict(space.extract_standalone(supernet, arch).state_dict())
+        getattr(fresh, mode)()
+        with torch.no_grad():
+            h = x
+            for b, path in enumerate(arch):
+                h = supernet.forward_block(h, b, path)
+            out = fresh.forward_features(x)
+        torch.testing.assert_close(out, h, rtol=1e-4, atol=1e-4)
+        assert fresh(x).shape == (4, 5)
+
+
+def test_arch_string_round_trip(space):
+    text = "e3k3:e6k5:" + ":".join(NAMES * 4)
+    arch = space.parse_arch(text)
+    assert [len(p) for p in arch] == [2, 4, 4, 4, 4]
+    assert space.format_arch(arch) == text
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty architecture"),
+        ("e3k3:e3k3", "expected 18 choices"),
+        ("e3k7:" + ":".join(["e3k3"] * 17), "'e3k7' is not a candidate of layer 1 of 'mbconv'; choose one of e3k3, e3k5, e6k3, e6k5"),
+        (":".join(["e3k3"] * 17) + ":E6K5", "'E6K5' is not a candidate of layer 18"),
+    ],
+)
+def test_malformed_arch_strings(space, text, message):
+    with pytest.raises(BossNASError) as info:
+        space.parse_arch(text)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bad_options_are_one_line_errors():
+    with pytest.raises(BossNASError, match="width_mult must be a number"):
+        create_space("mbconv", width_mult="wide")
+    with pytest.raises(BossNASError, match="stem must be one of"):
+        create_space("mbconv", stem="tiny")
+
+
+@pytest.mark.parametrize("size", [32, 45, 96, 128])
+def test_sizes_have_no_shape_mismatch(size):
+    s = create_space("mbconv", image_size=size, width_mult=0.25, num_classes=3)
+    model = s.build_standalone(sample_archs(s, 1, seed=size)[0]).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, size, size)).shape == (1, 3)
+
+
+#: the smallest search that trains and rates all 1,040 block paths; BN recalibration is
+#: off to keep it near a minute on 2 busy cores (the hytra end-to-end test covers it)
+TINY_SEARCH = [
+    "data.name=digits", "data.image_size=32", "data.train_images=32", "train.batch_size=8",
+    "model.hidden_dim=16", "model.proj_dim=8", "search.rate_images=4", "search.bn_recalibration=false",
+    "model.space_options.width_mult=0.125",
+]
+
+
+@pytest.mark.slow
+def test_tiny_search_end_to_end(tmp_path):
+    from typer.testing import CliRunner
+
+    from bossnas.cli import app
+    from bossnas.train.runner import read_table
+
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["run", "--space", "mbconv", *TINY_SEARCH, "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    record = json.loads((out / "best_arch.json").read_text())
+    assert record["space"] == "mbconv" and record["input"] == [1, 32, 32]  # grey digits
+    s = create_space("mbconv", in_channels=1, image_size=32, num_classes=10, width_mult=0.125)
+    arch = s.parse_arch(record["arch"])
+    tables = [read_table(out / f"block_{b}_ratings.csv") for b in range(5)]
+    assert [len(t) for t in tables] == [16, 256, 256, 256, 256]
+    assert [s.format_path(p) for p in arch] == [min(t, key=lambda row: row[1])[0] for t in tables]
+    assert record["params"] == sum(p.numel() for p in s.build_standalone(arch).parameters())
