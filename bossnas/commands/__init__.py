@@ -4,4 +4,8 @@ Kept out of ``cli.py`` so that a feature adds its command without touching the c
 """
 
 #: modules whose ``register(app: typer.Typer)`` adds commands to ``bossnas``
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "bossnas.commands.models",
+    "bossnas.commands.retrain",
+    "bossnas.commands.export",
+)

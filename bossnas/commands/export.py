@@ -1,0 +1,51 @@
+"""``bossnas export``: a trained network as a weights bundle and a torch.export program."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from bossnas.errors import BossNASError
+
+
+def export(
+    source: Path = typer.Argument(..., help="a `bossnas retrain` folder, or a weights file (with --arch unless it is a bossnas bundle)"),
+    arch: str | None = typer.Option(None, "--arch", help="model name or architecture of a plain state dict"),
+    weights: str | None = typer.Option(None, "--weights", help="retrain folder: ema (default when trained with EMA) or model"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="output folder (default: SOURCE/export, or next to the weights file)"),
+    fmt: str = typer.Option("all", "--format", help="all | state-dict (model.pt + model.json) | program (model.pt2)"),
+    num_classes: int | None = typer.Option(None, "--num-classes", help="weights file: classes of the head"),
+    in_channels: int | None = typer.Option(None, "--in-channels", help="weights file: input channels (default 3)"),
+    image_size: int | None = typer.Option(None, "--image-size", help="weights file: input side"),
+    force: bool = typer.Option(False, "--force", help="overwrite existing exported files"),
+) -> None:
+    """Write model.pt + model.json (for bossnas.create_model) and model.pt2 (torch.export, plain torch)."""
+    from bossnas.export import export_model, model_from_retrain, model_from_weights
+
+    if source.is_dir():
+        model, extra = model_from_retrain(source, weights)
+        out = out or source / "export"
+        if not extra["finished"]:
+            typer.echo(f"note: '{source}' has not finished training ({extra['epochs_trained']}/{extra['epochs']} epochs); "
+                       "exporting its latest checkpoint", err=True)
+    elif source.is_file():
+        if weights is not None:
+            raise BossNASError("--weights applies to a retrain folder; a weights file is exported as it is")
+        model, extra = model_from_weights(source, arch, num_classes, in_channels, image_size), {"source": str(source)}
+        out = out or source.with_name(source.stem + "-export")
+    else:
+        raise BossNASError(f"'{source}' does not exist; give a `bossnas retrain` folder or a weights file")
+    result = export_model(model, out, extra, fmt, force)
+    for f in result.files:
+        typer.echo(f"{f}  ({f.stat().st_size / 1e6:.2f} MB)")
+    spec = result.spec
+    typer.echo(f"{spec['name']}: input {spec['in_channels']}x{spec['image_size']}x{spec['image_size']}, {spec['num_classes']} classes; "
+               f"reloaded outputs match (max |diff| {result.max_abs_diff:.2e})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(export)
+
+
+__all__ = ["BossNASError", "export", "register"]

@@ -1,0 +1,634 @@
+"""Supervised retraining of one architecture: what a user does with the winner of a search.
+
+A plain supervised loop (cross-entropy with label smoothing, SGD or AdamW, cosine schedule
+with linear warm-up, bf16 autocast on CUDA, a model EMA) around ``create_model``, so it
+trains any architecture of any space and any registered model. Like the search, the data
+order and every augmentation draw are pure functions of (seed, epoch, step): a checkpoint
+holds weights, EMA, optimizer state and the position, and ``--resume`` continues exactly.
+
+>>> config = retrain_config("nats-sss/16:16:16:16:16", ["train.epochs=2", "data.image_size=16"])
+>>> metrics = Retrainer.open(config, "runs/r").run()   # doctest: +SKIP
+>>> metrics["test"]["top1"]                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import platform
+import signal
+import threading
+import time
+import typing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from rich.console import Console
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from bossnas.config import _CHECKS, _convert, _flatten, all_keys
+from bossnas.data.augment import hflip, pad_crop, resized_crop
+from bossnas.data.batches import epoch_batches, iterate, seeded_generator
+from bossnas.data.datasets import SplitData, limit_train, load_data
+from bossnas.errors import BossNASError, closest
+from bossnas.models import ModelSpec, create_model, resolve_model
+from bossnas.search.costs import arch_cost
+from bossnas.search.report import read_best_arch
+from bossnas.spaces import create_space, space_class
+from bossnas.train.optim import build_optimizer, set_lr, warmup_cosine_lr
+from bossnas.train.runner import Interrupted, diff_keys
+from bossnas.utils.device import autocast_factory, resolve_device
+from bossnas.utils.io import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from bossnas.utils.progress import Bar, make_console
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.yaml"
+METRICS = "metrics.json"
+#: marks a retraining checkpoint, so a search checkpoint is never mistaken for one
+CHECKPOINT_KIND = "retrain"
+#: generator key that keeps retraining draws apart from the search's (seed, block, ...) draws
+RETRAIN_KEY = 303
+#: default learning rate / weight decay per optimizer (SGD: the NATS-Bench CIFAR recipe,
+#: AdamW: the DeiT recipe scaled to batch 128)
+DEFAULT_LR = {"sgd": 0.1, "adamw": 1e-3}
+DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adamw": 0.05}
+#: automatic EMA decay averages over the last ~1/EMA_HORIZON_FRACTION of the steps ...
+EMA_HORIZON_FRACTION = 10
+#: ... kept within these bounds (0.9999 is timm's usual ImageNet value)
+EMA_DECAY_RANGE = (0.9, 0.9999)
+#: training-loss read-outs (a device sync) every this many steps
+LOG_EVERY = 10
+AUGMENTS = ("small", "small-noflip", "imagenet", "none")
+OPTIMIZERS = ("sgd", "adamw")
+
+
+# --------------------------------------------------------------------------- configuration
+@dataclass
+class RetrainModelConfig:
+    #: a registered model name (bossnet-t0) or space/arch (nats-sss/64:40:48:64:56)
+    name: str = ""
+    #: keyword arguments of the space (merged over the named model's own)
+    space_options: dict = field(default_factory=dict)
+    #: what the user gave (best_arch.json path, name, string); informational
+    source: str = ""
+
+
+@dataclass
+class RetrainDataConfig:
+    #: digits | cifar10 | cifar100 | imagefolder
+    name: str = "digits"
+    root: str | None = None
+    download: bool = False
+    #: image side (None: the data's own; digits: the model's input size)
+    image_size: int | None = None
+    train_images: int | None = None
+    workers: int = 0
+    #: small (pad-crop + flip) | small-noflip | imagenet (resized crop + flip) | none;
+    #: None: small-noflip for digits, imagenet for images of 64 px and more, small otherwise
+    augment: str | None = None
+
+
+@dataclass
+class RetrainTrainConfig:
+    epochs: int = 30
+    batch_size: int = 128
+    #: sgd | adamw
+    optimizer: str = "sgd"
+    #: None: the optimizer's default (sgd 0.1, adamw 1e-3)
+    lr: float | None = None
+    momentum: float = 0.9
+    #: None: the optimizer's default (sgd 5e-4, adamw 0.05); weight matrices only
+    weight_decay: float | None = None
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    #: per-step EMA decay of the weights; None: auto (averages the last ~10% of the steps); 0: no EMA
+    ema_decay: float | None = None
+    #: auto (bf16 autocast on CUDA only) | bf16 | off
+    amp: str = "auto"
+    #: evaluate on the test split every N epochs (0: only at the end)
+    eval_every: int = 1
+
+
+@dataclass
+class RetrainConfig:
+    seed: int = 0
+    #: auto | cpu | cuda | cuda:N
+    device: str = "auto"
+    model: RetrainModelConfig = field(default_factory=RetrainModelConfig)
+    data: RetrainDataConfig = field(default_factory=RetrainDataConfig)
+    train: RetrainTrainConfig = field(default_factory=RetrainTrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def training_view(self) -> dict:
+        """Everything that changes the trained weights (not device, workers, evaluation cadence)."""
+        d = self.to_dict()
+        d.pop("device")
+        d["model"].pop("source")
+        d["data"].pop("workers")
+        d["data"].pop("download")
+        d["train"].pop("eval_every")
+        return d
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.training_view(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: value checks of the retraining keys; the shared keys (data.*, seed, device, ...) use bossnas.config's
+_RETRAIN_CHECKS: dict[str, tuple[Callable[[typing.Any], bool], str]] = {
+    "train.optimizer": (lambda v: v in OPTIMIZERS, " or ".join(OPTIMIZERS)),
+    "train.lr": (lambda v: v is None or v > 0, "a number > 0"),
+    "train.weight_decay": (lambda v: v is None or v >= 0, "a number >= 0"),
+    "train.label_smoothing": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "train.ema_decay": (lambda v: v is None or 0 <= v < 1, "a number in [0, 1) (0: no EMA)"),
+    "train.eval_every": (lambda v: v >= 0, "an integer >= 0"),
+    "data.augment": (lambda v: v is None or v in AUGMENTS, ", ".join(AUGMENTS)),
+    "model.name": (lambda v: bool(v), "a model name or an architecture"),
+}
+
+
+def set_retrain_key(config: RetrainConfig, key: str, raw: typing.Any) -> None:
+    """Set one dotted key (``train.epochs``) from a raw value, converting and checking it."""
+    prefix = "model.space_options."
+    if key.startswith(prefix):
+        if isinstance(raw, str):
+            try:
+                raw = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                raise BossNASError(f"retrain key '{key}': cannot read {raw!r} as a YAML value") from None
+        config.model.space_options[key[len(prefix):]] = raw
+        return
+    keys = all_keys(RetrainConfig)
+    if key not in keys:
+        raise BossNASError(f"unknown retrain key '{key}'{closest(key, keys)}; see `bossnas retrain --help`")
+    *sections, name = key.split(".")
+    target: typing.Any = config
+    for section in sections:
+        target = getattr(target, section)
+    value = _convert(key, raw, typing.get_type_hints(type(target))[name])
+    predicate, valid = _RETRAIN_CHECKS.get(key) or _CHECKS.get(key) or (lambda v: True, "")
+    if not predicate(value):
+        raise BossNASError(f"retrain key '{key}': {value!r} is out of range; expected {valid}")
+    setattr(target, name, value)
+
+
+def apply_retrain_mapping(config: RetrainConfig, tree: dict, source: str = "") -> None:
+    if not isinstance(tree, dict):
+        raise BossNASError(f"{source or 'retrain config'} must be a mapping of keys to values")
+    for key, value in _flatten(tree):
+        set_retrain_key(config, key, value)
+
+
+@dataclass(frozen=True)
+class ArchSource:
+    """Where the architecture comes from: the model to build and defaults it brings along."""
+
+    name: str
+    space_options: dict
+    source: str
+    #: defaults taken from a best_arch.json (the data and input size it was searched on)
+    defaults: dict
+    #: the run folder holding the best_arch.json, if any
+    run_dir: Path | None = None
+
+
+def resolve_arch_source(text: str) -> ArchSource:
+    """A best_arch.json (or the run folder holding one), a model name, or an architecture string."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "best_arch.json").is_file():
+            raise BossNASError(f"folder '{path}' holds no best_arch.json; finish the search with `bossnas search {path}`")
+        path = path / "best_arch.json"
+    if path.suffix == ".json" or path.is_file():
+        record = read_best_arch(path)
+        spec = resolve_model(str(record["arch"]), str(record["space"]))
+        defaults = {"data.name": record.get("data")}
+        shape = record.get("input")
+        if isinstance(shape, list) and len(shape) == 3:
+            defaults["data.image_size"] = shape[1]
+        return ArchSource(spec.name, dict(record.get("space_options") or {}), str(path), defaults, path.parent)
+    spec = resolve_model(text)
+    return ArchSource(spec.name, dict(spec.space_options), text, {})
+
+
+def default_out(source: ArchSource) -> Path:
+    """``RUN/retrain`` next to a best_arch.json, else ``runs/retrain-<arch>``."""
+    if source.run_dir is not None:
+        return source.run_dir / "retrain"
+    return Path("runs") / ("retrain-" + source.name.replace("/", "-").replace(":", "-"))
+
+
+def retrain_config(arch: str | None = None, overrides: list[str] | None = None, options: dict | None = None,
+                   out: str | Path | None = None, resume: bool = False) -> tuple[RetrainConfig, Path]:
+    """Defaults, then the run folder's config.yaml (resume) or the architecture's defaults,
+    then ``options`` (CLI flags as keys), then ``key=value`` overrides."""
+    from bossnas.config import parse_override
+
+    source = resolve_arch_source(arch) if arch else None
+    if source is None and not resume:
+        raise BossNASError("no architecture given; pass a best_arch.json, a model name (see `bossnas models`) or an architecture string")
+    if out is None and source is None:
+        raise BossNASError("--resume needs --out (the retraining folder)")
+    out_dir = Path(out) if out is not None else default_out(source)  # type: ignore[arg-type]
+    config = RetrainConfig()
+    if resume and (out_dir / CONFIG).is_file():
+        try:
+            tree = yaml.safe_load((out_dir / CONFIG).read_text()) or {}
+        except yaml.YAMLError:
+            raise BossNASError(f"'{out_dir / CONFIG}' is not valid YAML") from None
+        apply_retrain_mapping(config, tree, str(out_dir / CONFIG))
+    if source is not None:
+        if not (resume and config.model.name):
+            for key, value in source.defaults.items():
+                if value is not None:
+                    set_retrain_key(config, key, value)
+        config.model.name, config.model.space_options, config.model.source = source.name, source.space_options, source.source
+    for key, value in (options or {}).items():
+        if value is not None:
+            set_retrain_key(config, key, value)
+    for text in overrides or []:
+        set_retrain_key(config, *parse_override(text))
+    if not config.model.name:
+        if not (out_dir / CHECKPOINT).is_file():
+            raise BossNASError(f"nothing to resume: '{out_dir / CHECKPOINT}' does not exist; start without --resume")
+        raise BossNASError(f"'{out_dir / CONFIG}' names no architecture; pass it (a best_arch.json, model name or architecture string)")
+    return config, out_dir
+
+
+def resolve_defaults(config: RetrainConfig, data: SplitData) -> None:
+    """Fill the automatic values (lr, weight decay, augmentation) so config.yaml holds what ran."""
+    t = config.train
+    t.lr = t.lr if t.lr is not None else DEFAULT_LR[t.optimizer]
+    t.weight_decay = t.weight_decay if t.weight_decay is not None else DEFAULT_WEIGHT_DECAY[t.optimizer]
+    if config.data.augment is None:
+        if data.name == "digits":
+            config.data.augment = "small-noflip"  # a flipped digit is another glyph
+        else:
+            config.data.augment = "imagenet" if data.image_size >= 64 else "small"
+
+
+def ema_decay_for(decay: float | None, total_steps: int) -> float:
+    """The EMA decay: as given, or (None) one whose horizon is ~10% of the training steps."""
+    if decay is not None:
+        return decay
+    low, high = EMA_DECAY_RANGE
+    return min(high, max(low, 1.0 - EMA_HORIZON_FRACTION / max(1, total_steps)))
+
+
+# --------------------------------------------------------------------------- pieces
+@dataclass
+class SupervisedAugment:
+    """One augmented, normalised float view of a uint8 batch (the batch-level ops of data.augment).
+
+    ``small``: pad by 1/8 of the side, random crop, horizontal flip (the CIFAR recipe);
+    ``small-noflip`` the same without the flip; ``imagenet``: random-resized crop (area
+    0.08-1) and flip; ``none``: normalisation only.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    kind: str = "small"
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        mean = torch.tensor(self.mean, device=x.device)[None, :, None, None]
+        std = torch.tensor(self.std, device=x.device)[None, :, None, None]
+        return (x - mean) / std
+
+    def __call__(self, images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        if self.kind in ("small", "small-noflip"):
+            x = pad_crop(x, int(round(x.shape[-1] / 8)), g)
+        elif self.kind == "imagenet":
+            x = resized_crop(x, (0.08, 1.0), g)
+        if self.kind in ("small", "imagenet"):
+            x = hflip(x, 0.5, g)
+        return self.normalize(x)
+
+
+def build_retrain_optimizer(name: str, model: nn.Module, lr: float, momentum: float,
+                            weight_decay: float) -> torch.optim.Optimizer:
+    """SGD (the search's builder) or AdamW; weight decay on weight matrices only in both."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "adamw":
+        groups = [{"params": [p for p in params if p.dim() > 1], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=lr, foreach=True)
+    return build_optimizer(name, params, lr, momentum, weight_decay)
+
+
+def build_ema(model: nn.Module, decay: float) -> AveragedModel | None:
+    """torch's AveragedModel with an EMA of the parameters and the BN statistics (None: decay 0)."""
+    if decay <= 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: Iterator[tuple[torch.Tensor, torch.Tensor]], normalize: Callable,
+             device: torch.device, autocast: Callable, num_classes: int) -> dict:
+    """Top-1 / top-5 accuracy (%) and mean cross-entropy of ``model`` over (uint8 images, labels) batches.
+
+    With fewer than 5 classes "top5" is top-(class count), i.e. 100.
+    """
+    was_training = model.training
+    model.eval()
+    k = min(5, num_classes)
+    seen, top1, topk, loss = 0, 0.0, 0.0, 0.0
+    for x, y in images:
+        x, y = normalize(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
+        with autocast():
+            logits = model(x).float()
+        best = logits.topk(k, dim=1).indices
+        top1 += float((best[:, 0] == y).sum())
+        topk += float((best == y[:, None]).any(dim=1).sum())
+        loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        seen += len(y)
+    model.train(was_training)
+    n = max(seen, 1)
+    return {"top1": round(100 * top1 / n, 3), "top5": round(100 * topk / n, 3), "loss": round(loss / n, 5),
+            "images": seen}
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT / SIGTERM set ``stop`` (the loop finishes the step and saves) instead of killing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = [(sig, signal.getsignal(sig)) for sig in (signal.SIGINT, signal.SIGTERM)]
+    for sig, _ in previous:
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        yield
+    finally:
+        for sig, handler in previous:
+            signal.signal(sig, handler)
+
+
+@dataclass
+class RetrainState:
+    """Where the loop is; saved in every checkpoint."""
+
+    #: epochs finished
+    epoch: int = 0
+    #: steps finished in the current epoch
+    step: int = 0
+    #: one dict per finished epoch
+    history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    done: bool = False
+
+
+def prepare_data(config: RetrainConfig, spec: ModelSpec) -> SplitData:
+    default_size = spec.image_size or space_class(spec.space).default_image_size
+    d = config.data
+    data = load_data(d.name, d.root, d.image_size, d.download, d.workers, default_size=default_size)
+    return limit_train(data, d.train_images, seed=config.seed)
+
+
+# --------------------------------------------------------------------------- the loop
+class Retrainer:
+    """Trains one architecture on a data set, writing into an output folder."""
+
+    def __init__(self, config: RetrainConfig, out_dir: str | Path, console: Console | None = None,
+                 show_progress: bool = True):
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.console = console or make_console()
+        self.show_progress = show_progress
+        self.device = resolve_device(config.device)
+        self.autocast = autocast_factory(config.train.amp, self.device)
+        self.spec = resolve_model(config.model.name)
+        self.data = prepare_data(config, self.spec)
+        resolve_defaults(config, self.data)
+        cfg = config.train
+        if cfg.batch_size > len(self.data.train):
+            raise BossNASError(f"train.batch_size={cfg.batch_size} is larger than the {len(self.data.train)} "
+                               f"training images; expected 2..{len(self.data.train)}")
+        torch.manual_seed(config.seed)
+        self.model = create_model(config.model.name, num_classes=self.data.num_classes,
+                                  in_channels=self.data.in_channels, image_size=self.data.image_size,
+                                  **config.model.space_options).to(self.device)
+        self.steps_per_epoch = len(self.data.train) // cfg.batch_size
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.warmup_steps = int(round(cfg.warmup_epochs * self.steps_per_epoch))
+        self.ema_decay = ema_decay_for(cfg.ema_decay, self.total_steps)
+        self.ema = build_ema(self.model, self.ema_decay)
+        self.optimizer = build_retrain_optimizer(cfg.optimizer, self.model, cfg.lr, cfg.momentum, cfg.weight_decay)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] = SupervisedAugment(
+            self.data.mean, self.data.std, config.data.augment or "small")
+        #: test images are only normalised
+        self.normalize = SupervisedAugment(self.data.mean, self.data.std, "none").normalize
+        self.state = RetrainState()
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ output folder
+    @classmethod
+    def open(cls, config: RetrainConfig, out_dir: str | Path, resume: bool = False, force: bool = False,
+             console: Console | None = None, show_progress: bool = True) -> Retrainer:
+        """Start a retraining in ``out_dir``, or continue the one there (``resume``)."""
+        out_dir = Path(out_dir)
+        ckpt_path = out_dir / CHECKPOINT
+        if (out_dir / "best_arch.json").exists() or (out_dir / "block_0_ratings.csv").exists():
+            raise BossNASError(f"'{out_dir}' is a search run folder; retrain into another --out (default: {out_dir / 'retrain'})")
+        if resume:
+            if not ckpt_path.is_file():
+                raise BossNASError(f"nothing to resume: '{ckpt_path}' does not exist; start without --resume")
+            saved = load_checkpoint(ckpt_path)
+            if saved.get("kind") != CHECKPOINT_KIND:
+                raise BossNASError(f"'{ckpt_path}' is not a retraining checkpoint; use another --out")
+            trainer = cls(config, out_dir, console, show_progress)
+            trainer._check_compatible(saved, ckpt_path)
+            trainer.load_state(saved)
+            return trainer
+        existing = [out_dir / f for f in (CHECKPOINT, METRICS, CONFIG) if (out_dir / f).exists()]
+        if existing and not force:
+            raise BossNASError(f"output folder '{out_dir}' already holds a retraining; add --resume to continue it or --force to start over")
+        trainer = cls(config, out_dir, console, show_progress)  # every check passes before anything is removed
+        for f in existing:
+            f.unlink()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / CONFIG, yaml.safe_dump(config.to_dict(), sort_keys=False))
+        return trainer
+
+    def _check_compatible(self, saved: dict, where: Path) -> None:
+        if saved.get("fingerprint") != self.config.fingerprint():
+            old = RetrainConfig()
+            apply_retrain_mapping(old, saved["config"])
+            differs = diff_keys(old.training_view(), self.config.training_view())
+            raise BossNASError(f"checkpoint '{where}' was trained with a different config "
+                               f"({'; '.join(differs[:4]) or 'fingerprint'}); resume with the folder's own config or use another --out")
+
+    def checkpoint_state(self) -> dict:
+        return {
+            "kind": CHECKPOINT_KIND,
+            "fingerprint": self.config.fingerprint(),
+            "config": self.config.to_dict(),
+            "spec": dict(self.model.bossnas_spec),  # type: ignore[attr-defined]
+            "data": self.data_info(),
+            "state": dataclasses.asdict(self.state),
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "ema_decay": self.ema_decay,
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+        }
+
+    def save(self) -> None:
+        save_checkpoint(self.out_dir / CHECKPOINT, self.checkpoint_state())
+
+    def load_state(self, ckpt: dict) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        if self.ema is not None and ckpt.get("ema") is not None:
+            self.ema.load_state_dict(ckpt["ema"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.state = RetrainState(**ckpt["state"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+
+    def data_info(self) -> dict:
+        d = self.data
+        return {"name": d.name, "train_images": len(d.train), "test_images": len(d.test),
+                "input": [d.in_channels, d.image_size, d.image_size], "num_classes": d.num_classes,
+                "classes": list(d.classes), "mean": list(d.mean), "std": list(d.std)}
+
+    # ------------------------------------------------------------------ training
+    def describe(self) -> str:
+        cfg, d = self.config.train, self.data
+        ema = f"EMA {self.ema_decay:.5g}" if self.ema is not None else "no EMA"
+        return (f"bossnas retrain: {self.config.model.name} on {d.name} ({len(d.train)} train / {len(d.test)} test, "
+                f"{d.in_channels}x{d.image_size}x{d.image_size}, {d.num_classes} classes), device {self.device}; "
+                f"{cfg.epochs} epochs x {self.steps_per_epoch} steps, {cfg.optimizer} lr {cfg.lr:g} wd {cfg.weight_decay:g}, "
+                f"label smoothing {cfg.label_smoothing:g}, {ema}, augment {self.config.data.augment}; folder {self.out_dir}")
+
+    def run(self) -> dict:
+        """Train the remaining epochs, evaluate, write metrics.json; returns the metrics."""
+        with stop_on_signals(self._stop):
+            while self.state.epoch < self.config.train.epochs:
+                self.train_epoch()
+        metrics = self.final_metrics()
+        self.state.done = True
+        self.save()
+        atomic_write_json(self.out_dir / METRICS, metrics)
+        return metrics
+
+    def train_epoch(self) -> None:
+        cfg, seed, epoch = self.config.train, self.config.seed, self.state.epoch
+        batches = epoch_batches(len(self.data.train), cfg.batch_size, seed, RETRAIN_KEY, epoch)
+        first = self.state.step
+        bar = Bar(self.console, f"epoch {epoch + 1}/{cfg.epochs}", len(batches), "step", self.show_progress)
+        self.model.train()
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        lr = warmup_cosine_lr(epoch * self.steps_per_epoch + first, self.total_steps, cfg.lr, self.warmup_steps)
+        try:
+            lr = self._train_steps(epoch, batches, first, bar, lr, loss_sum, correct)
+        finally:
+            bar.close()
+            seconds = time.perf_counter() - start
+            self.state.train_seconds += seconds
+        if self._stop.is_set() and self.state.step < len(batches):
+            self.save()
+            raise Interrupted(f"interrupted at epoch {epoch + 1}, step {self.state.step}; checkpoint saved in "
+                              f"'{self.out_dir}', continue with --resume")
+        seen = (len(batches) - first) * cfg.batch_size
+        record = {"epoch": epoch + 1, "loss": round(float(loss_sum) / max(1, len(batches) - first), 5),
+                  "train_top1": round(100 * float(correct) / max(1, seen), 3), "lr": round(lr, 8),
+                  "seconds": round(seconds, 3)}
+        self.state.epoch += 1
+        self.state.step = 0
+        every = cfg.eval_every
+        if every and (self.state.epoch % every == 0) and self.state.epoch < cfg.epochs:
+            record["test_top1"] = self._evaluate(self.model)["top1"]
+            if self.ema is not None:
+                record["ema_test_top1"] = self._evaluate(self.ema.module)["top1"]
+        self.state.history.append(record)
+        self.save()
+        line = "  ".join(f"{k} {v}" for k, v in record.items() if k not in ("epoch", "seconds", "lr"))
+        self.console.print(f"  epoch {epoch + 1}/{cfg.epochs}: {line}")
+
+    def _train_steps(self, epoch: int, batches: list[torch.Tensor], first: int, bar: Bar, lr: float,
+                     loss_sum: torch.Tensor, correct: torch.Tensor) -> float:
+        """The steps of one epoch from step ``first`` (until done or stopped); sums loss and correct
+        counts in place and returns the last learning rate."""
+        cfg, seed = self.config.train, self.config.seed
+        for step, (images, labels) in enumerate(iterate(self.data.train, batches[first:], self.config.data.workers), start=first):
+            global_step = epoch * self.steps_per_epoch + step
+            lr = warmup_cosine_lr(global_step, self.total_steps, cfg.lr, self.warmup_steps)
+            set_lr(self.optimizer, lr)
+            x = self.augment(images.to(self.device, non_blocking=True), seeded_generator(seed, RETRAIN_KEY, epoch, step))
+            y = labels.to(self.device, non_blocking=True)
+            with self.autocast():
+                logits = self.model(x)
+            loss = self.criterion(logits.float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            loss_sum += loss.detach()
+            correct += (logits.detach().argmax(1) == y).sum()
+            self.state.step = step + 1
+            if (step + 1 - first) % LOG_EVERY == 0 or step + 1 == len(batches) or self._stop.is_set():
+                mean_loss = float(loss_sum) / (step + 1 - first)
+                if not math.isfinite(mean_loss):
+                    raise BossNASError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; the last good checkpoint is "
+                                       f"'{self.out_dir / CHECKPOINT}'; lower train.lr and resume")
+                bar.update(step + 1, loss=mean_loss, lr=f"{lr:.3g}")
+            if self._stop.is_set():
+                break
+        return lr
+
+    def _evaluate(self, model: nn.Module) -> dict:
+        start = time.perf_counter()
+        batch = self.config.train.batch_size
+        order = list(torch.arange(len(self.data.test)).split(batch))
+        result = evaluate(model, iterate(self.data.test, order, self.config.data.workers), self.normalize,
+                          self.device, self.autocast, self.data.num_classes)
+        self.state.eval_seconds += time.perf_counter() - start
+        return result
+
+    def final_metrics(self) -> dict:
+        spec = dict(self.model.bossnas_spec)  # type: ignore[attr-defined]
+        space = create_space(spec["space"], in_channels=spec["in_channels"], image_size=spec["image_size"],
+                             num_classes=spec["num_classes"], **spec["space_options"])
+        cost = arch_cost(space, space.parse_arch(spec["arch"]))
+        test = self._evaluate(self.model)
+        test_ema = self._evaluate(self.ema.module) if self.ema is not None else None
+        if self.state.history:
+            self.state.history[-1]["test_top1"] = test["top1"]
+            if test_ema is not None:
+                self.state.history[-1]["ema_test_top1"] = test_ema["top1"]
+        cfg = self.config.train
+        return {
+            "model": {"name": spec["name"], "space": spec["space"], "arch": spec["arch"],
+                      "space_options": spec["space_options"], "source": self.config.model.source},
+            "data": self.data_info(),
+            "params": int(cost.params), "flops": int(cost.flops), "madds": int(cost.macs),
+            "test": test,
+            "test_ema": test_ema,
+            "epochs": cfg.epochs, "steps": self.total_steps, "batch_size": cfg.batch_size,
+            "optimizer": cfg.optimizer, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
+            "label_smoothing": cfg.label_smoothing, "ema_decay": self.ema_decay if self.ema is not None else None,
+            "augment": self.config.data.augment,
+            "train_seconds": round(self.state.train_seconds, 3), "eval_seconds": round(self.state.eval_seconds, 3),
+            "device": str(self.device), "torch": torch.__version__, "machine": platform.machine(),
+            "history": self.state.history,
+        }
+
+
+__all__ = [
+    "RetrainConfig", "Retrainer", "SupervisedAugment", "build_ema", "ema_decay_for", "evaluate",
+    "resolve_arch_source", "retrain_config", "set_retrain_key",
+]
