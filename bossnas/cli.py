@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from bossnas.errors import BossNASError
+from bossnas.errors import BossNASError, one_line
 
 app = typer.Typer(
     add_completion=False,
@@ -30,12 +30,66 @@ DeviceOpt = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars")
 MaxFlopsOpt = typer.Option(None, "--max-flops", help="FLOPs budget (e.g. 100M, 3.4G); FLOPs = 2 x multiply-adds")
 MaxParamsOpt = typer.Option(None, "--max-params", help="parameter budget (e.g. 500k, 1.5M)")
+NprocOpt = typer.Option(None, "--nproc", min=1, help="processes on this machine (one per GPU): runs the command under torchrun")
 
 
 def _console():
+    from rich.console import Console
+
+    from bossnas import distributed as dist
     from bossnas.utils.progress import make_console
 
-    return make_console()
+    # under torchrun only rank 0 prints
+    return make_console() if dist.env_rank() == 0 else Console(quiet=True)
+
+
+def _launch(nproc: int) -> None:
+    """Run this same command line under torchrun with ``nproc`` processes; never returns.
+
+    torchrun's launcher runs in this process (``--standalone``: a free local port, so two
+    runs on one machine do not collide). The workers print their own one-line errors; a
+    failed worker's exit status becomes this command's, without torchrun's error report.
+    """
+    import logging
+    import os
+    import uuid
+
+    from bossnas import distributed as dist
+
+    if dist.launched():
+        raise BossNASError("--nproc inside torchrun: start either `bossnas ... --nproc N` or `torchrun ... -m bossnas ...`, not both")
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            args.append(a)
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import elastic_launch
+    from torch.distributed.run import config_from_args, parse_args
+
+    for name in ("torch.distributed.run", "torch.distributed.elastic", "torch.distributed.launcher"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    torchrun_args = parse_args(["--standalone", "--nproc-per-node", str(nproc), "--max-restarts", "0",
+                                # time for every process to finish its step and rank 0 its checkpoint
+                                "--shutdown-timeout", "120", "-m", "bossnas", *args])
+    # what torchrun's run() does for --standalone, without its banner
+    torchrun_args.rdzv_backend, torchrun_args.rdzv_endpoint = "c10d", "localhost:0"
+    torchrun_args.rdzv_id = str(uuid.uuid4())
+    config, cmd, cmd_args = config_from_args(torchrun_args)
+    try:
+        elastic_launch(config=config, entrypoint=cmd)(*cmd_args)
+    except ChildFailedError as exc:
+        _, failure = exc.get_first_failure()
+        code = failure.exitcode
+        sys.exit(code if code > 0 else 128 - code)
+    except SignalException as exc:
+        sys.exit(128 + int(exc.sigval))
+    sys.exit(0)
 
 
 def _resolve_config(preset, overrides, space, data, data_dir, device, out, resume, extra=None):
@@ -62,17 +116,26 @@ def _resolve_config(preset, overrides, space, data, data_dir, device, out, resum
 
 
 def _train(preset, overrides, space, data, data_dir, out, resume, force, device, quiet, extra=None):
-    from bossnas.train.runner import BlockwiseSearch
+    from bossnas import distributed as dist
+    from bossnas.train.runner import BlockwiseSearch, StopSignals
 
     config, run_dir = _resolve_config(preset, overrides, space, data, data_dir, device, out, resume, extra)
+    if dist.launched():
+        # rank 0's config is the run's (other nodes may not see the run folder's config.yaml)
+        dist.init_from_env(config.device)
+        config = dist.broadcast_object(config)
     console = _console()
-    search = BlockwiseSearch.open(config, run_dir, resume=resume, force=force, console=console, show_progress=not quiet)
-    console.print(
-        f"bossnas: space {search.space.name} ({search.space.num_architectures():,} architectures), data {config.data.name} "
-        f"({len(search.data.train)} train / {len(search.data.test)} held-out, {search.data.in_channels}x{search.data.image_size}x"
-        f"{search.data.image_size}), device {search.device}, run folder {run_dir}"
-    )
-    search.run()
+    # from here on a SIGINT / SIGTERM ends in a checkpoint and one line, not a traceback
+    signals = StopSignals(announce=dist.is_main())
+    with signals:
+        search = BlockwiseSearch.open(config, run_dir, resume=resume, force=force, console=console,
+                                      show_progress=not quiet, signals=signals)
+        console.print(
+            f"bossnas: space {search.space.name} ({search.space.num_architectures():,} architectures), data {config.data.name} "
+            f"({len(search.data.train)} train / {len(search.data.test)} held-out, {search.data.in_channels}x{search.data.image_size}x"
+            f"{search.data.image_size}), device {search.device}, run folder {run_dir}"
+        )
+        search.run()
     return search, config, run_dir, console
 
 
@@ -136,15 +199,22 @@ def run(
     max_flops: Optional[str] = MaxFlopsOpt,
     max_params: Optional[str] = MaxParamsOpt,
     quiet: bool = QuietOpt,
+    nproc: Optional[int] = NprocOpt,
 ) -> None:
     """Train every block, rate every path, choose the architecture and write the report.
 
     With no arguments: the quickstart (NATS size space on the embedded digits data).
     """
+    if nproc is not None:
+        _launch(nproc)
+    from bossnas import distributed as dist
+
     start = time.perf_counter()
     flops, params = _parse_budget(max_flops, "--max-flops"), _parse_budget(max_params, "--max-params")
     extra = {"search.max_flops": flops, "search.max_params": params}
     _, _, run_dir, console = _train(preset, overrides, space, data, data_dir, out, resume, force, device, quiet, extra)
+    if not dist.is_main():
+        return
     _finish(run_dir, flops, params, console, wall=time.perf_counter() - start)
     console.print(f"report: {run_dir / 'report.md'}  (wall {time.perf_counter() - start:.1f} s)")
 
@@ -161,8 +231,11 @@ def train(
     force: bool = ForceOpt,
     device: Optional[str] = DeviceOpt,
     quiet: bool = QuietOpt,
+    nproc: Optional[int] = NprocOpt,
 ) -> None:
     """Train the Siamese supernet block by block (each block's paths are rated to fix its best path)."""
+    if nproc is not None:
+        _launch(nproc)
     _, _, run_dir, console = _train(preset, overrides, space, data, data_dir, out, resume, force, device, quiet)
     console.print(f"trained; choose the architecture with `bossnas search {run_dir}`")
 
@@ -261,32 +334,42 @@ def presets() -> None:
 
 @app.command()
 def show(
-    arch: str = typer.Argument(..., help="architecture string, e.g. 64:40:48:64:56"),
+    arch: str = typer.Argument(..., help="architecture string (64:40:48:64:56, nats-sss/64:40:48:64:56) or model name (bossnet-t0)"),
     space: Optional[str] = SpaceOpt,
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="input side (default: the space's)"),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="input side (default: the model's or the space's)"),
     in_channels: int = typer.Option(3, "--in-channels"),
-    num_classes: int = typer.Option(10, "--num-classes"),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="default: the named model's, else 10"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="also draw the architecture into this .png/.pdf/.svg"),
 ) -> None:
-    """Layers, parameters and FLOPs of one architecture."""
+    """Layers, parameters and FLOPs of one architecture or named model (and a picture with --plot)."""
+    from bossnas.models import list_models, resolve_model
     from bossnas.search.costs import arch_cost
-    from bossnas.spaces import create_space, list_spaces
+    from bossnas.spaces import create_space
 
-    candidates = [space] if space else list_spaces()
-    errors = []
-    for name in candidates:
-        s = create_space(name, in_channels=in_channels, image_size=image_size, num_classes=num_classes)
-        try:
-            parsed = s.parse_arch(arch)
-            break
-        except BossNASError as exc:
-            errors.append(str(exc))
-    else:
-        raise BossNASError(errors[0] if len(errors) == 1 else f"'{arch}' is not an architecture of any space ({'; '.join(errors)})")
+    if plot is not None:
+        from bossnas.plot import plot_kind
+
+        plot_kind(plot)
+    spec = resolve_model(arch, space)
+    named = spec.name in {m.name for m in list_models()}
+    num_classes = num_classes if num_classes is not None else (spec.num_classes if named else 10)
+    try:
+        s = create_space(spec.space, in_channels=in_channels, image_size=image_size or spec.image_size,
+                         num_classes=num_classes, **spec.space_options)
+    except TypeError as exc:
+        raise BossNASError(f"options for space '{spec.space}': {exc}") from None
+    parsed = s.parse_arch(spec.arch)
     cost = arch_cost(s, parsed)
-    typer.echo(f"{s.name} {s.format_arch(parsed)}  input {in_channels}x{s.image_size}x{s.image_size}, {num_classes} classes")
+    label = f"{spec.name}: " if named else ""
+    typer.echo(f"{label}{s.name} {s.format_arch(parsed)}  input {in_channels}x{s.image_size}x{s.image_size}, {num_classes} classes")
     for row in s.describe_layers(parsed):
         typer.echo("  " + "  ".join(f"{k} {v}" for k, v in row.items()))
     typer.echo(f"params {int(cost.params):,}  FLOPs {cost.flops / 1e6:.2f}M  multiply-adds {cost.macs / 1e6:.2f}M")
+    if plot is not None:
+        from bossnas.plot import plot_arch
+
+        title = f"{label}{s.name} {s.format_arch(parsed)}  ({in_channels}x{s.image_size}x{s.image_size} input)"
+        typer.echo(f"plot -> {plot_arch(s, parsed, plot, title)}")
 
 
 def _register_commands() -> None:
@@ -302,14 +385,24 @@ _register_commands()
 
 
 def main() -> None:
+    """Run the CLI: a :class:`BossNASError` is one line on stderr and exit status 2 (an
+    interrupted run: 128 + the signal number). Under torchrun, rank 0 prints the errors
+    every process meets; another process prints only its own (a file only it read)."""
+    from bossnas import distributed as dist
+
+    rank = dist.env_rank()
     try:
         app()
     except BossNASError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        if rank == 0 or getattr(exc, "rank_local", False):
+            print(f"error{f' (rank {rank})' if rank else ''}: {one_line(exc)}", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except KeyboardInterrupt as exc:
+        if rank == 0:
+            print(f"error: {exc or 'interrupted'}", file=sys.stderr)
         sys.exit(130)
+    finally:
+        dist.shutdown()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -108,6 +109,10 @@ class RunConfig:
 
     def fingerprint(self) -> str:
         """Hash of everything that changes the trained weights (not device, workers, search budgets)."""
+        return hashlib.sha256(json.dumps(self.training_view(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def training_view(self) -> dict:
+        """The keys that change the trained weights: what a resumed run must share with its checkpoint."""
         d = self.to_dict()
         d.pop("device")
         d["data"].pop("workers")
@@ -115,12 +120,6 @@ class RunConfig:
         d["train"].pop("checkpoint_every")
         d["train"].pop("compile")
         d.pop("search")
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-    def training_view(self) -> dict:
-        d = self.to_dict()
-        for key in ("device", "search"):
-            d.pop(key)
         return d
 
 
@@ -152,8 +151,10 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "search.batch_size": (lambda v: v is None or v >= 2, "an integer >= 2"),
     "search.max_flops": (lambda v: v is None or v > 0, "a number > 0"),
     "search.max_params": (lambda v: v is None or v > 0, "a number > 0"),
-    "device": (lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"), "auto, cpu, cuda or cuda:N"),
-    "seed": (lambda v: v >= 0, "an integer >= 0"),
+    "device": (lambda v: v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isascii() and v[5:].isdigit()),
+               "auto, cpu, cuda or cuda:N"),
+    # torch.manual_seed takes at most 64 bits
+    "seed": (lambda v: 0 <= v < 2**63, "an integer in 0..2**63-1"),
 }
 
 _SUFFIXES = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
@@ -213,11 +214,33 @@ def _convert(key: str, raw: Any, annotation: Any) -> Any:
         if annotation is dict:
             if not isinstance(raw, dict):
                 raise ValueError
-            return dict(raw)
+            return _plain(key, dict(raw))
     except (ValueError, TypeError, OverflowError):
         pass
     kind = getattr(annotation, "__name__", str(annotation))
     raise BossNASError(f"config key '{key}': cannot read {raw!r} as {kind}")
+
+
+def _plain(key: str, value: Any) -> Any:
+    """A free-form option value (``model.space_options``) as JSON holds it, or a one-line error.
+
+    The options are hashed into the checkpoint's fingerprint and written to config.yaml, so
+    YAML's dates, sets and bytes, non-text keys and non-finite numbers are refused here.
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise BossNASError(f"config key '{key}': {value!r} is not a finite number")
+        return value
+    if isinstance(value, list):
+        return [_plain(key, v) for v in value]
+    if isinstance(value, dict):
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            raise BossNASError(f"config key '{key}': option name {bad[0]!r} is not text")
+        return {k: _plain(f"{key}.{k}", v) for k, v in value.items()}
+    raise BossNASError(f"config key '{key}': {value!r} is not a number, text, true/false, list or mapping")
 
 
 def _check(key: str, value: Any) -> None:
@@ -256,7 +279,12 @@ def set_key(config: RunConfig, key: str, raw: Any) -> None:
         if isinstance(current, dict):
             # free-form option dicts (model.space_options.width_mult=0.5)
             sub = ".".join(parts[i + 1 :])
-            current[sub] = yaml.safe_load(raw) if isinstance(raw, str) else raw
+            if isinstance(raw, str):
+                try:
+                    raw = yaml.safe_load(raw)
+                except yaml.YAMLError:
+                    raise BossNASError(f"config key '{key}': cannot read {raw!r} as a YAML value") from None
+            current[sub] = _plain(key, raw)
             return
         if not dataclasses.is_dataclass(current):
             raise BossNASError(f"unknown config key '{key}'{closest(key, all_keys())}")

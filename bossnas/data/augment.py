@@ -127,7 +127,8 @@ class TwoViewAugment:
 
 def build_augment(kind: str, mean: tuple[float, ...], std: tuple[float, ...]) -> TwoViewAugment:
     if kind == "small":
-        return TwoViewAugment(mean, std, crop="pad")
+        # the official NATS search pipeline: random crop with padding and a flip, nothing else
+        return TwoViewAugment(mean, std, crop="pad", jitter=0.0, grey_p=0.0)
     if kind == "imagenet":
         return TwoViewAugment(mean, std, crop="resized", crop_scale=(0.2, 1.0))
     raise ValueError(kind)

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bossnas.data.datasets import ImageSet
+from bossnas.errors import BossNASError
 
 
 def seeded_generator(*keys: int) -> torch.Generator:
@@ -34,6 +35,14 @@ def epoch_batches(n: int, batch_size: int, *keys: int, rank: int = 0, world: int
     return batches
 
 
+class _LoadFailed:
+    """A worker's one-line error, passed back as a value: DataLoader would re-raise the
+    exception with the worker's whole traceback in its message."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
 class _BatchDataset(Dataset):
     def __init__(self, images: ImageSet, batches: list[torch.Tensor]):
         self.images, self.batches = images, batches
@@ -41,8 +50,11 @@ class _BatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images.load(self.batches[i])
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | _LoadFailed:
+        try:
+            return self.images.load(self.batches[i])
+        except BossNASError as exc:
+            return _LoadFailed(str(exc))
 
 
 def iterate(images: ImageSet, batches: list[torch.Tensor], workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -52,4 +64,7 @@ def iterate(images: ImageSet, batches: list[torch.Tensor], workers: int = 0) -> 
             yield images.load(b)
         return
     loader = DataLoader(_BatchDataset(images, batches), batch_size=None, num_workers=workers, persistent_workers=False)
-    yield from loader
+    for item in loader:
+        if isinstance(item, _LoadFailed):
+            raise BossNASError(item.message)
+        yield item

@@ -128,7 +128,7 @@ def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def channel_stats(images: torch.Tensor, limit: int = 10000) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    sample = images[:limit].float() / 255.0
+    sample = images[:: max(1, len(images) // limit)].float() / 255.0  # spread over the whole set
     mean = sample.mean(dim=(0, 2, 3))
     std = sample.std(dim=(0, 2, 3)).clamp_min(1e-3)
     return tuple(round(float(m), 4) for m in mean), tuple(round(float(s), 4) for s in std)
@@ -143,7 +143,8 @@ def read_image(path: Path, size: int, channels: int) -> torch.Tensor:
             if img.size != (size, size):
                 img = img.resize((size, size), Image.BILINEAR)
             array = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        # PIL reports damaged files with any of these, depending on the format and the damage
         raise BossNASError(f"cannot read image '{path}': {type(exc).__name__}; remove or replace the file") from None
     if array.ndim == 2:
         array = array[:, :, None]
@@ -291,7 +292,7 @@ def load_imagefolder(root: str | None, image_size: int | None, workers: int) -> 
         with Image.open(train_files[0]) as first:
             channels = 1 if first.mode in ("L", "1", "I", "I;16", "F") else 3
             size = image_size or max(first.size)
-    except OSError:
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
         raise BossNASError(f"cannot read image '{train_files[0]}'; remove or replace the file") from None
     train = FolderImageSet(train_files, train_labels, size, channels)
     test = FolderImageSet(test_files, test_labels, size, channels)

@@ -63,11 +63,12 @@ def _read_rows(path: str | Path) -> tuple[list[str], list[dict]]:
     if not path.is_file():
         raise BossNASError(f"CSV file '{path}' not found")
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        # utf-8-sig: spreadsheet programs start CSV files with a byte-order mark
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             rows = list(reader)
             header = [h.strip() for h in (reader.fieldnames or [])]
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except (UnicodeDecodeError, csv.Error, OSError) as exc:
         raise BossNASError(f"'{path}' is not a readable CSV file ({type(exc).__name__})") from None
     if not header or not rows:
         raise BossNASError(f"'{path}' has no header or no rows")

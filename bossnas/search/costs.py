@@ -153,3 +153,39 @@ class BlockCostTable:
             total = total + self.tables[spec.index][(key, path)]
             key = self.space.boundary_key(spec.index, path)
         return total
+
+    def cheapest(self, what: str = "flops") -> tuple[Arch, Cost]:
+        """The architecture with the fewest ``"flops"`` or ``"params"``, exactly.
+
+        A shortest path over the blocks: for each boundary key keep the cheapest prefix.
+        """
+        states: dict[Hashable, tuple[float, Arch, Cost]] = {None: (0.0, (), Cost(0, 0))}
+        for spec in self.space.blocks:
+            nxt: dict[Hashable, tuple[float, Arch, Cost]] = {}
+            for (key, path), cost in self.tables[spec.index].items():
+                if key not in states:
+                    continue
+                value, arch, total = states[key]
+                value += getattr(cost, what)
+                new_key = self.space.boundary_key(spec.index, path)
+                if new_key not in nxt or value < nxt[new_key][0]:
+                    nxt[new_key] = (value, arch + (path,), total + cost)
+            states = nxt
+        _, arch, total = min(states.values(), key=lambda s: s[0])
+        return arch, total
+
+
+_COST_TABLES: dict[tuple, BlockCostTable] = {}
+
+
+def cost_table(space: SearchSpace) -> BlockCostTable:
+    """``BlockCostTable(space)``, built once per process for each space configuration.
+
+    Building it measures every (previous key, path) of every block and takes seconds; a
+    run checks its budget against it before training and uses it again to choose.
+    """
+    simple = (int, float, str, bool, tuple, type(None))
+    key = (type(space).__qualname__, repr(sorted((k, v) for k, v in vars(space).items() if isinstance(v, simple))))
+    if key not in _COST_TABLES:
+        _COST_TABLES[key] = BlockCostTable(space)
+    return _COST_TABLES[key]

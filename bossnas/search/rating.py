@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bossnas import distributed as dist
 from bossnas.spaces.base import Path
 from bossnas.ssl.losses import byol_regression_loss
 from bossnas.ssl.targets import population_centre
@@ -55,7 +56,7 @@ def path_outputs(
     bn_recalibration: bool = True,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised target projections and online predictions of one path, each ``[2, N, D]``.
+    """Target projections and normalised online predictions of one path, each ``[2, N, D]``.
 
     ``recal_features`` / ``rate_features`` are the inputs of the block (the frozen prefix
     already applied, once for all paths). BN statistics are first recalibrated along the path.
@@ -71,9 +72,10 @@ def path_outputs(
     for mod in online_mods + target_mods:
         mod.eval()
     with autocast():
+        # raw target projections: the population centre is their plain average, as in the
+        # official ratings (the training ensemble, in contrast, averages normalised ones)
         target = torch.stack([
-            F.normalize(_batched(lambda x: model.project_target(x, block, path), v, batch_size).float(), dim=-1)
-            for v in rate_features
+            _batched(lambda x: model.project_target(x, block, path), v, batch_size).float() for v in rate_features
         ])
         prediction = torch.stack([
             F.normalize(_batched(lambda x: model.predict(x, block, path), v, batch_size).float(), dim=-1)
@@ -105,6 +107,7 @@ def rate_block(
     bn_recalibration: bool = True,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     progress: Callable[[int], None] | None = None,
+    distributed: bool = False,
 ) -> list[float]:
     """The rating (lower is better) of each path of ``block``.
 
@@ -112,16 +115,30 @@ def rate_block(
     rating views to a running sum (the population centre is their mean over all paths) and
     keep its online predictions. A path's rating is the symmetric BYOL loss of its
     predictions against the centre, averaged over the rating images.
+
+    With ``distributed`` (inside a torchrun process group; every process passes the same
+    inputs) each process rates every world-th path; the centre is summed in path order and
+    the ratings gathered, so every process returns exactly the single-process ratings.
+    ``progress(done)`` is called once per round of paths on every process, so it may run
+    collectives (the runner checks for a stop request there).
     """
+    world, me = (dist.world_size(), dist.rank()) if distributed else (1, 0)
+    count = len(paths)
+    if count == 0:
+        return []
     centre_sum = None
     predictions = []
-    for i, path in enumerate(paths):
-        target, prediction = path_outputs(model, block, path, recal_features, rate_features, batch_size,
-                                          bn_recalibration, autocast)
-        centre_sum = target if centre_sum is None else centre_sum.add_(target)
-        predictions.append(prediction)
+    for start in range(0, count, world):
+        target = None
+        if start + me < count:
+            target, prediction = path_outputs(model, block, paths[start + me], recal_features, rate_features,
+                                              batch_size, bn_recalibration, autocast)
+            predictions.append(prediction)
+        centre_sum = dist.add_round_(centre_sum, target, start, count) if world > 1 else (
+            target if centre_sum is None else centre_sum.add_(target))
         if progress is not None:
-            progress(i + 1)
-    if centre_sum is None:
-        return []
-    return ratings_against_centre(predictions, population_centre(centre_sum, len(paths)))
+            progress(min(count, start + world))
+    mine = ratings_against_centre(predictions, population_centre(centre_sum, count))
+    if world == 1:
+        return mine
+    return dist.gather_sharded(mine, count, centre_sum.device)

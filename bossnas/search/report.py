@@ -9,7 +9,7 @@ from pathlib import Path as FsPath
 import torch
 
 from bossnas.config import RunConfig
-from bossnas.search.costs import BlockCostTable, arch_cost
+from bossnas.search.costs import arch_cost, cost_table
 from bossnas.search.select import RatingTables, Selection, best_constrained, best_unconstrained, top_k
 from bossnas.spaces.base import SearchSpace
 from bossnas.utils.io import atomic_write_json, atomic_write_text
@@ -23,7 +23,7 @@ def select(space: SearchSpace, tables: RatingTables, max_flops: float | None, ma
     if max_flops is None and max_params is None:
         best = best_unconstrained(tables)
         return Selection(best.arch, best.rating, arch_cost(space, best.arch))
-    return best_constrained(space, tables, BlockCostTable(space), max_flops, max_params)
+    return best_constrained(space, tables, cost_table(space), max_flops, max_params)
 
 
 def write_best_arch(run_dir: FsPath, space: SearchSpace, choice: Selection, config: RunConfig,

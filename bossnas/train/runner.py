@@ -3,29 +3,38 @@
 ``for block in space.blocks:`` is the whole method; everything around it is bookkeeping
 that makes the loop resumable: the data order and every random draw are pure functions of
 (seed, block, epoch, step), so a checkpoint only needs weights, optimizer state and the
-position in the loop to continue exactly where it stopped.
+position in the loop to continue exactly where it stopped. Under torchrun each process
+trains on its shard of every global batch, gradients are averaged before each optimizer
+step, and each process rates a share of the paths (see ``docs/reliability.md``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import math
+import random
 import signal
+import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 
+import numpy as np
 import torch
 import yaml
 from rich.console import Console
 
+from bossnas import distributed as dist
 from bossnas.config import RunConfig, config_from_dict
 from bossnas.data.augment import build_augment
 from bossnas.data.batches import epoch_batches, iterate, seeded_generator
 from bossnas.data.datasets import SplitData, limit_train, load_data
 from bossnas.errors import BossNASError
+from bossnas.search.costs import cost_table
 from bossnas.search.rating import rate_block, recalibrate_bn
 from bossnas.spaces import create_space, space_class
 from bossnas.spaces.base import Path, SearchSpace
@@ -33,7 +42,7 @@ from bossnas.ssl.momentum import cosine_momentum, ema_update_
 from bossnas.supernet.siamese import SiameseSupernet
 from bossnas.train.optim import build_optimizer, set_lr, warmup_cosine_lr
 from bossnas.train.step import bossnas_step
-from bossnas.utils.device import autocast_factory, resolve_device
+from bossnas.utils.device import autocast_factory
 from bossnas.utils.io import atomic_write_text, load_checkpoint, save_checkpoint
 from bossnas.utils.progress import Bar, make_console
 
@@ -41,6 +50,10 @@ CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.yaml"
 #: generator keys of the random draws that are not training steps
 RATE_VIEWS_KEY, RECAL_KEY = 101, 202
+#: generator keys of a step's augmentation (per process) and target batch shuffle (shared);
+#: the step's paths come from the plain (seed, block, epoch, step) generator, the same on
+#: every process
+AUGMENT_KEY, SHUFFLE_KEY = 303, 404
 
 
 @dataclass
@@ -60,10 +73,71 @@ class RunState:
     history: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0
     rate_seconds: float = 0.0
+    #: loss sum and count of the finished steps of the current epoch (its history entry
+    #: comes out the same when the epoch is resumed half-way)
+    epoch_loss_sum: float = 0.0
+    epoch_loss_count: int = 0
 
 
 class Interrupted(BossNASError):
-    pass
+    """A run stopped on request (SIGINT / SIGTERM) with its checkpoint saved.
+
+    ``exit_code`` is the shell's 128 + signal number (130 for Ctrl-C, 143 for SIGTERM).
+    """
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+
+
+class StopSignals:
+    """SIGINT / SIGTERM handling: the first signal asks the run to stop after its current step.
+
+    A second signal more than a second after the first stops at once (KeyboardInterrupt);
+    the first repeat within a second is ignored, because under torchrun a Ctrl-C reaches
+    each worker twice (from the terminal and from the launcher). Use as a context manager
+    around everything that should stop cleanly; the CLI installs it before the run folder
+    is even opened, so a signal at any time after start-up ends in a checkpoint.
+    """
+
+    def __init__(self, announce: bool = True):
+        self.event = threading.Event()
+        self.signum: int = signal.SIGINT
+        self.announce = announce
+        self._first_at = 0.0
+        self._previous: list = []
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        now = time.monotonic()
+        if self.event.is_set():
+            if now - self._first_at > 1.0:
+                raise KeyboardInterrupt(f"stopped at once by a second {signal.Signals(signum).name}; the last checkpoint is kept")
+            return
+        self.signum, self._first_at = signum, now
+        self.event.set()
+        if self.announce:
+            print(f"{signal.Signals(signum).name}: stopping after the current step and saving a checkpoint "
+                  "(signal again to stop at once)", file=sys.stderr, flush=True)
+
+    @property
+    def installed(self) -> bool:
+        return bool(self._previous)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread() and not self._previous:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous.append((sig, signal.getsignal(sig)))
+                signal.signal(sig, self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous:
+            signal.signal(sig, handler)
+        self._previous = []
 
 
 def build_space(config: RunConfig, data: SplitData) -> SearchSpace:
@@ -82,8 +156,12 @@ def prepare_data(config: RunConfig) -> SplitData:
     return limit_train(data, config.data.train_images, seed=config.seed)
 
 
-def validate(config: RunConfig, space: SearchSpace, data: SplitData) -> None:
-    """Reject settings that would fail later, before any work starts."""
+def validate(config: RunConfig, space: SearchSpace, data: SplitData, world: int = 1) -> None:
+    """Reject settings that would fail later, before any work starts.
+
+    ``world`` is the number of processes sharing each global batch. The FLOPs / parameter
+    budget is checked separately (:func:`check_budget`): it needs the space's cost table.
+    """
     sampling = config.train.sampling or space.default_sampling
     for spec in space.blocks:
         k = config.train.paths_per_step or default_k(space, spec.index, sampling)
@@ -99,6 +177,42 @@ def validate(config: RunConfig, space: SearchSpace, data: SplitData) -> None:
     steps = len(data.train) // config.train.batch_size
     if steps < config.train.accumulate:
         raise BossNASError(f"train.accumulate={config.train.accumulate} exceeds the {steps} steps of an epoch; expected 1..{steps}")
+    if world > 1:
+        batch = config.train.batch_size
+        if batch % world or batch // world < 2:
+            raise BossNASError(
+                f"train.batch_size={batch} cannot be split over {world} processes; expected a multiple of {world} "
+                f"that is at least {2 * world} (each process needs 2 or more images for BatchNorm)"
+            )
+
+
+def _amount(x: float) -> str:
+    """A count in the suffixes the config accepts, rounded up: 2312345 -> '2.313M', 548202 -> '548.202k'."""
+    for suffix, unit in (("G", 1e9), ("M", 1e6), ("k", 1e3), ("", 1.0)):
+        if abs(x) >= unit or unit == 1.0:
+            return f"{math.ceil(x / unit * 1000) / 1000:g}{suffix}"
+    raise AssertionError("unreachable")
+
+
+def check_budget(config: RunConfig, space: SearchSpace) -> None:
+    """Reject a ``search.max_flops`` / ``search.max_params`` that no architecture meets.
+
+    The smallest architecture is found exactly from the space's cost table (at the run's
+    input size), so the check costs seconds, not a failed search at the end of the run.
+    """
+    budgets = [("search.max_flops", "flops", "FLOPs", config.search.max_flops),
+               ("search.max_params", "params", "parameters", config.search.max_params)]
+    for key, what, unit, cap in budgets:
+        if cap is None:
+            continue
+        arch, cost = cost_table(space).cheapest(what)
+        least = getattr(cost, what)
+        if cap < least:
+            raise BossNASError(
+                f"{key}={_amount(cap)} is below the {_amount(least)} {unit} of the smallest architecture of "
+                f"'{space.name}' ({space.format_arch(arch)} at {space.in_channels}x{space.image_size}x{space.image_size} input); "
+                f"expected >= {_amount(least)}"
+            )
 
 
 def default_k(space: SearchSpace, block: int, sampling: str) -> int:
@@ -119,18 +233,26 @@ def diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 class BlockwiseSearch:
-    """Trains and rates every block of a space on a data set, writing into a run folder."""
+    """Trains and rates every block of a space on a data set, writing into a run folder.
 
-    def __init__(self, config: RunConfig, run_dir: str | FsPath, console: Console | None = None, show_progress: bool = True):
+    Under torchrun (``WORLD_SIZE`` > 1) every process builds one; they share the work of
+    each step and of each block's rating, and only rank 0 prints and writes files.
+    """
+
+    def __init__(self, config: RunConfig, run_dir: str | FsPath, console: Console | None = None, show_progress: bool = True,
+                 signals: StopSignals | None = None):
         self.config = config
         self.run_dir = FsPath(run_dir)
-        self.console = console or make_console()
-        self.show_progress = show_progress
-        self.device = resolve_device(config.device)
+        self.device = dist.init_from_env(config.device)
+        self.rank, self.world = dist.rank(), dist.world_size()
+        self.is_main = self.rank == 0
+        self.console = (console or make_console()) if self.is_main else Console(quiet=True)
+        self.show_progress = show_progress and self.is_main
         self.autocast = autocast_factory(config.train.amp, self.device)
         self.data = prepare_data(config)
         self.space = build_space(config, self.data)
-        validate(config, self.space, self.data)
+        validate(config, self.space, self.data, self.world)
+        dist.on_main(lambda: check_budget(config, self.space))
         torch.manual_seed(config.seed)
         self.model = SiameseSupernet(self.space, config.model.hidden_dim, config.model.proj_dim, config.model.adapter_width).to(self.device)
         if config.train.channels_last:
@@ -139,54 +261,124 @@ class BlockwiseSearch:
         self.sampling = config.train.sampling or self.space.default_sampling
         self.state = RunState()
         self.optimizer: torch.optim.Optimizer | None = None
-        self._stop = threading.Event()
+        self._pending_optimizer: dict | None = None
+        self._schedule: dict = {}
+        #: (block, phase, epoch, step) of the checkpoint on disk
+        self._saved_at: tuple | None = None
+        #: SIGINT / SIGTERM: run() installs handlers unless the caller already did (the CLI)
+        self.signals = signals or StopSignals(announce=self.is_main)
+        self._stop = self.signals.event
 
     # ------------------------------------------------------------------ run folder
     @classmethod
     def open(cls, config: RunConfig, run_dir: str | FsPath, resume: bool = False, force: bool = False,
-             console: Console | None = None, show_progress: bool = True) -> BlockwiseSearch:
-        """Start a run in ``run_dir``, or resume the one there (``resume``)."""
+             console: Console | None = None, show_progress: bool = True, signals: StopSignals | None = None) -> BlockwiseSearch:
+        """Start a run in ``run_dir``, or resume the one there (``resume``).
+
+        Every check (run folder, checkpoint, config, data, budget) happens before anything
+        in the folder is written or deleted.
+        """
         run_dir = FsPath(run_dir)
         ckpt = run_dir / CHECKPOINT
+        dist.init_from_env(config.device)
         if resume:
-            if not ckpt.is_file():
-                raise BossNASError(f"nothing to resume: '{ckpt}' does not exist; start the run without --resume")
-            state = load_checkpoint(ckpt)
-            check_compatible(state, config, ckpt)
-            search = cls(config, run_dir, console, show_progress)
+            def read() -> dict:
+                if not ckpt.is_file():
+                    raise BossNASError(f"nothing to resume: '{ckpt}' does not exist; start the run without --resume")
+                state = load_checkpoint(ckpt)
+                check_compatible(state, config, ckpt)
+                return state
+            # rank 0 reads the checkpoint and hands it to the others: no shared file system needed
+            state = dist.on_main(read)
+            search = cls(config, run_dir, console, show_progress, signals)
             search.load_state(state)
             return search
-        if ckpt.exists() or (run_dir / "best_arch.json").exists():
-            if not force:
+
+        def check_free() -> None:
+            if (ckpt.exists() or (run_dir / "best_arch.json").exists()) and not force:
                 raise BossNASError(f"run folder '{run_dir}' already holds a run; add --resume to continue it or --force to start over")
+        dist.on_main(check_free)
+        search = cls(config, run_dir, console, show_progress, signals)
+        if search.is_main:
             for f in list(run_dir.glob("block_*_ratings.csv")) + [ckpt, run_dir / "best_arch.json", run_dir / "report.md"]:
                 f.unlink(missing_ok=True)
-        search = cls(config, run_dir, console, show_progress)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / CONFIG, yaml.safe_dump(config.to_dict(), sort_keys=False))
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / CONFIG, yaml.safe_dump(config.to_dict(), sort_keys=False))
+        # a first checkpoint: the folder now holds a run, and a failure at any later step has
+        # a good checkpoint to point at
+        search.save()
         return search
 
+    def data_info(self) -> dict:
+        """What the checkpoint must agree with about the data (a changed folder changes the schedule)."""
+        return {"name": self.data.name, "train_images": len(self.data.train), "test_images": len(self.data.test),
+                "in_channels": self.data.in_channels, "image_size": self.data.image_size}
+
     def checkpoint_state(self) -> dict:
+        """Everything a resumed run needs to continue exactly (see docs/reliability.md)."""
+        training = self.optimizer is not None and self.state.phase == "train"
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
+               "numpy": _numpy_rng_state()}
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "space": self.space.name,
             "input": {"in_channels": self.space.in_channels, "image_size": self.space.image_size,
                       "num_classes": self.space.num_classes},
             "fingerprint": self.config.fingerprint(),
             "config": self.config.to_dict(),
+            "data": self.data_info(),
+            "world_size": self.world,
             "state": dataclasses.asdict(self.state),
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict() if self.optimizer is not None and self.state.phase == "train" else None,
-            "rng": {"torch": torch.get_rng_state()},
+            "optimizer": self.optimizer.state_dict() if training else None,
+            # recomputed from the position on resume; kept to read and to check against
+            "schedule": dict(self._schedule) if training else None,
+            "sampler": {"block": self.state.block, "epoch": self.state.epoch, "next_step": self.state.step,
+                        "batch_size": self.config.train.batch_size, "per_process": self.config.train.batch_size // self.world,
+                        "seed": self.config.seed},
+            "rng": rng,
         }
 
     def save(self) -> None:
-        save_checkpoint(self.run_dir / CHECKPOINT, self.checkpoint_state())
+        """Rank 0 writes the checkpoint (atomically); every process waits until it is on disk."""
+        if self.is_main:
+            save_checkpoint(self.run_dir / CHECKPOINT, self.checkpoint_state())
+        dist.barrier()
+        self._saved_at = (self.state.block, self.state.phase, self.state.epoch, self.state.step)
 
     def load_state(self, ckpt: dict) -> None:
-        self.model.load_state_dict(ckpt["model"])
-        self.state = RunState(**ckpt["state"])
+        where = self.run_dir / CHECKPOINT
+        saved_data = ckpt.get("data")
+        if saved_data is not None and saved_data != self.data_info():
+            differs = diff_keys(saved_data, self.data_info())
+            raise BossNASError(
+                f"checkpoint '{where}' was trained on other data ({'; '.join(differs[:4])}); "
+                "resume with the data the run started with"
+            )
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.state = RunState(**ckpt["state"])
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise BossNASError(f"checkpoint '{where}' does not fit this model ({type(exc).__name__}); was it written by another version?") from None
         self._pending_optimizer = ckpt.get("optimizer")
-        torch.set_rng_state(ckpt["rng"]["torch"])
+        rng = ckpt.get("rng") or {}
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "python" in rng:
+            random.setstate(rng["python"])
+        if "numpy" in rng:
+            _set_numpy_rng_state(rng["numpy"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        saved_world = ckpt.get("world_size", 1)
+        if saved_world != self.world:
+            self.console.print(
+                f"[yellow]note[/]: the checkpoint was written by a run on {saved_world} process(es), this one has "
+                f"{self.world}; the global batches are the same, but per-process BatchNorm statistics are not, so "
+                "the result can differ slightly from an uninterrupted run"
+            )
+        self._saved_at = (self.state.block, self.state.phase, self.state.epoch, self.state.step)
 
     # ------------------------------------------------------------------ helpers
     def best_paths(self) -> list[Path]:
@@ -205,35 +397,43 @@ class BlockwiseSearch:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
 
-    def _install_signal_handlers(self) -> list:
-        if threading.current_thread() is not threading.main_thread():
-            return []
-        previous = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous.append((sig, signal.getsignal(sig)))
-            signal.signal(sig, lambda *_: self._stop.set())
-        return previous
+    def _signal_name(self) -> str:
+        return self.signals.name
+
+    def _batches(self, batches: list[torch.Tensor]):
+        """The images of ``batches``; a decoding error names the file, and the process it happened on."""
+        try:
+            yield from iterate(self.data.train, batches, self.config.data.workers)
+        except BossNASError as exc:
+            exc.rank_local = True  # type: ignore[attr-defined]
+            raise
+
+    def _checkpoint_note(self) -> str:
+        if self._saved_at is None:
+            return "no checkpoint was written"
+        block, phase, epoch, step = self._saved_at
+        where = f"block {block}, epoch {epoch + 1}, step {step}" if phase == "train" else f"block {block}, {phase}"
+        return f"the last good checkpoint '{self.run_dir / CHECKPOINT}' is at {where}"
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> RunState:
         """Train and rate every remaining block; returns the final state."""
-        previous = self._install_signal_handlers()
-        try:
+        with contextlib.ExitStack() as stack:
+            if not self.signals.installed:
+                stack.enter_context(self.signals)
+            dist.broadcast_module_(self.model)  # every process starts from rank 0's weights
             while self.state.phase != "done":
                 block = self.state.block
                 if self.state.phase == "train":
                     self.train_block(block)
                 if self.state.phase == "rate":
                     self.rate_and_fix(block)
-        finally:
-            for sig, handler in previous:
-                signal.signal(sig, handler)
         return self.state
 
     def train_block(self, block: int) -> None:
-        cfg, space = self.config.train, self.space
+        cfg, space, seed = self.config.train, self.space, self.config.seed
         k = cfg.paths_per_step or default_k(space, block, self.sampling)
-        n_batches = len(epoch_batches(len(self.data.train), cfg.batch_size, self.config.seed, block, 0))
+        n_batches = len(epoch_batches(len(self.data.train), cfg.batch_size, seed, block, 0))
         opt_steps_per_epoch = n_batches // cfg.accumulate
         total = cfg.epochs * opt_steps_per_epoch
         warmup = int(round(cfg.warmup_epochs * opt_steps_per_epoch))
@@ -241,66 +441,108 @@ class BlockwiseSearch:
             self.model.sync_target(block)
         params = self.model.trainable_parameters(block)
         self.optimizer = build_optimizer(cfg.optimizer, params, cfg.lr, cfg.momentum, cfg.weight_decay)
-        pending = getattr(self, "_pending_optimizer", None)
-        if pending is not None:
-            self.optimizer.load_state_dict(pending)
+        if self._pending_optimizer is not None:
+            self.optimizer.load_state_dict(self._pending_optimizer)
             self._pending_optimizer = None
         target_params, online_params = self.model.ema_pairs(block)
         best = self.best_paths()
         self.console.print(
             f"[bold]block {block}[/] ({len(space.block_paths(block))} paths): training {cfg.epochs} epoch(s) x "
             f"{n_batches} steps, K={k} {self.sampling} paths, batch {cfg.batch_size}"
+            + (f" ({cfg.batch_size // self.world} on each of {self.world} processes)" if self.world > 1 else "")
         )
         while self.state.epoch < cfg.epochs:
             epoch = self.state.epoch
-            batches = epoch_batches(len(self.data.train), cfg.batch_size, self.config.seed, block, epoch)
+            batches = epoch_batches(len(self.data.train), cfg.batch_size, seed, block, epoch, rank=self.rank, world=self.world)
             usable = opt_steps_per_epoch * cfg.accumulate
             bar = Bar(self.console, f"block {block} epoch {epoch + 1}/{cfg.epochs}", usable, "step", self.show_progress)
             self._set_modes(block)
             start = time.perf_counter()
-            losses = []
+            recent: deque[float] = deque(maxlen=20)
+            window: list[tuple[int, list[Path], float]] = []  # micro-steps since the last optimizer step
             first = self.state.step
-            for step, (images, _) in enumerate(iterate(self.data.train, batches[first:usable], self.config.data.workers), start=first):
-                g = seeded_generator(self.config.seed, block, epoch, step)
-                view_1, view_2 = self.augment(self._to_device(images), g)
-                paths = space.sample_paths(block, k, self.sampling, g)
-                loss = bossnas_step(self.model, block, paths, view_1, view_2, best, cfg.ensemble,
-                                    1.0 / cfg.accumulate, self.autocast)
-                value = float(loss)
-                if not math.isfinite(value):
-                    raise BossNASError(
-                        f"non-finite loss at block {block}, epoch {epoch + 1}, step {step} "
-                        f"(paths {', '.join(space.format_path(p) for p in paths)}); the last good checkpoint is "
-                        f"'{self.run_dir / CHECKPOINT}'; lower train.lr and resume"
-                    )
-                losses.append(value)
-                if (step + 1) % cfg.accumulate == 0:
+            try:
+                for step, (images, _) in enumerate(self._batches(batches[first:usable]), start=first):
+                    # the paths are the same on every process; the augmentation is each process's own
+                    paths = space.sample_paths(block, k, self.sampling, seeded_generator(seed, block, epoch, step))
+                    view_1, view_2 = self.augment(self._to_device(images),
+                                                  seeded_generator(seed, block, epoch, step, AUGMENT_KEY, self.rank))
+                    shuffle = None
+                    if self.world > 1:
+                        g_shuffle = seeded_generator(seed, block, epoch, step, SHUFFLE_KEY)
+                        shuffle = lambda x, g=g_shuffle: dist.batch_shuffle(x, g)  # noqa: E731
+                    loss = bossnas_step(self.model, block, paths, view_1, view_2, best, cfg.ensemble,
+                                        1.0 / cfg.accumulate, self.autocast, target_shuffle=shuffle)
+                    window.append((step, paths, float(loss)))
+                    if (step + 1) % cfg.accumulate:
+                        continue
+                    losses, stop = self._agree([v for *_, v in window])
+                    for (bad_step, bad_paths, _), value in zip(window, losses):
+                        if not math.isfinite(value):
+                            raise BossNASError(
+                                f"non-finite loss ({value}) at block {block}, epoch {epoch + 1}, step {bad_step} "
+                                f"(paths {', '.join(space.format_path(p) for p in bad_paths)}); no optimizer step was taken "
+                                f"with it and {self._checkpoint_note()}; lower train.lr and start again with --force"
+                            )
+                    dist.average_gradients_(params)
                     opt_step = epoch * opt_steps_per_epoch + step // cfg.accumulate
-                    set_lr(self.optimizer, warmup_cosine_lr(opt_step, total, cfg.lr, warmup))
+                    lr = warmup_cosine_lr(opt_step, total, cfg.lr, warmup)
+                    momentum = cosine_momentum(opt_step + 1, total, cfg.base_momentum)
+                    set_lr(self.optimizer, lr)
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
-                    ema_update_(target_params, online_params, cosine_momentum(opt_step + 1, total, cfg.base_momentum))
+                    ema_update_(target_params, online_params, momentum)
+                    window = []
                     self.state.step = step + 1
+                    self.state.epoch_loss_sum += sum(losses)
+                    self.state.epoch_loss_count += len(losses)
+                    self._schedule = {"opt_step": opt_step + 1, "total_steps": total, "warmup_steps": warmup,
+                                      "lr": lr, "ema_momentum": momentum}
+                    recent.extend(losses)
+                    bar.update(step + 1, loss=sum(recent) / len(recent))
+                    if stop:
+                        self._checkpoint_mid_epoch(start)
+                        bar.abort()
+                        raise Interrupted(
+                            f"interrupted by {self._signal_name()} at block {block}, epoch {epoch + 1}, step {self.state.step}; "
+                            f"checkpoint saved in '{self.run_dir}', continue with --resume",
+                            self.signals.signum,
+                        )
                     if cfg.checkpoint_every and self.state.step % cfg.checkpoint_every == 0 and self.state.step < usable:
                         self._checkpoint_mid_epoch(start)
                         start = time.perf_counter()
-                    if self._stop.is_set():
-                        self._checkpoint_mid_epoch(start)
-                        raise Interrupted(
-                            f"interrupted at block {block}, epoch {epoch + 1}, step {self.state.step}; "
-                            f"checkpoint saved in '{self.run_dir}', continue with --resume"
-                        )
-                bar.update(step + 1, loss=sum(losses[-20:]) / len(losses[-20:]))
+            except BaseException:
+                bar.abort()
+                raise
             seconds = time.perf_counter() - start
             bar.close()
             self.state.train_seconds += seconds
-            self.state.history.append({"block": block, "epoch": epoch, "loss": sum(losses) / max(1, len(losses)), "seconds": round(seconds, 3)})
+            self.state.history.append({"block": block, "epoch": epoch,
+                                       "loss": self.state.epoch_loss_sum / max(1, self.state.epoch_loss_count),
+                                       "seconds": round(seconds, 3)})
             self.state.epoch += 1
             self.state.step = 0
+            self.state.epoch_loss_sum, self.state.epoch_loss_count = 0.0, 0
             self.save()
+        # every process takes rank 0's BatchNorm statistics (each saw only its shard), so
+        # that every process rates the block from exactly the state in the checkpoint
+        dist.broadcast_module_(self.model, parameters=False)
         self.state.phase = "rate"
         self.optimizer = None
         self.save()
+
+    def _agree(self, losses: list[float]) -> tuple[list[float], bool]:
+        """The losses averaged over processes and whether any process was asked to stop.
+
+        One small all-reduce per optimizer step, so that every process takes the same
+        decision about a non-finite loss or a stop request at the same step.
+        """
+        if self.world == 1:
+            return losses, self._stop.is_set()
+        values = torch.tensor(losses + [1.0 if self._stop.is_set() else 0.0], dtype=torch.float64, device=self.device)
+        dist.all_reduce_sum_(values)
+        out = values.tolist()
+        return [v / self.world for v in out[:-1]], out[-1] > 0
 
     def _checkpoint_mid_epoch(self, start: float) -> None:
         self.state.train_seconds += time.perf_counter() - start
@@ -308,7 +550,11 @@ class BlockwiseSearch:
 
     # ------------------------------------------------------------------ rating
     def rating_inputs(self, block: int) -> tuple[list[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-        """Block inputs for BN recalibration and rating, with the frozen prefix applied once."""
+        """Block inputs for BN recalibration and rating, with the frozen prefix applied once.
+
+        The same on every process: each rates its share of the paths on all rating images
+        and recalibrates BatchNorm on all recalibration batches, as a single process does.
+        """
         cfg = self.config
         batch = cfg.search.batch_size or cfg.train.batch_size
         n_test = len(self.data.test)
@@ -334,29 +580,62 @@ class BlockwiseSearch:
         start = time.perf_counter()
         recal_feats, rate_feats = self.rating_inputs(block)
         bar = Bar(self.console, f"block {block} rating", len(paths), "path", self.show_progress)
-        ratings = rate_block(
-            self.model, block, paths, recal_feats, rate_feats,
-            batch_size=cfg.search.batch_size or cfg.train.batch_size,
-            bn_recalibration=cfg.search.bn_recalibration, autocast=self.autocast,
-            progress=lambda i: bar.update(i),
-        )
+
+        def progress(done: int) -> None:
+            bar.update(done)
+            # collective: called once per round of paths on every process
+            if dist.any_true(self._stop.is_set(), self.device):
+                bar.abort()
+                raise Interrupted(
+                    f"interrupted by {self._signal_name()} while rating block {block} ({done} of {len(paths)} paths rated); "
+                    f"the checkpoint in '{self.run_dir}' holds the trained block, --resume rates it again",
+                    self.signals.signum,
+                )
+
+        try:
+            ratings = rate_block(
+                self.model, block, paths, recal_feats, rate_feats,
+                batch_size=cfg.search.batch_size or cfg.train.batch_size,
+                bn_recalibration=cfg.search.bn_recalibration, autocast=self.autocast,
+                progress=progress, distributed=self.world > 1,
+            )
+        except BaseException:
+            bar.abort()
+            raise
         best_index = min(range(len(paths)), key=ratings.__getitem__)
         best = paths[best_index]
         bar.update(len(paths), best=self.space.format_path(best))
         bar.close()
         # the next blocks see this block along its best path, with that path's own BN statistics
-        recalibrate_bn([self.model.target.block_module(block), self.model.target_heads[block]],
-                       lambda x: self.model.project_target(x, block, best), recal_feats)
+        def project_best(x: torch.Tensor) -> None:
+            with self.autocast():  # the features were computed under autocast (bf16 on CUDA)
+                self.model.project_target(x, block, best)
+
+        recalibrate_bn([self.model.target.block_module(block), self.model.target_heads[block]], project_best, recal_feats)
+        # rating left each process with the statistics of the paths it rated: take rank 0's
+        dist.broadcast_module_(self.model, parameters=False)
         table = [[self.space.format_path(p), r] for p, r in zip(paths, ratings)]
         self.state.tables[str(block)] = table
         self.state.best_paths.append(self.space.format_path(best))
         self.state.rate_seconds += time.perf_counter() - start
-        write_table(self.run_dir / f"block_{block}_ratings.csv", block, table)
+        if self.is_main:
+            write_table(self.run_dir / f"block_{block}_ratings.csv", block, table)
         self.console.print(f"  block {block}: best path {self.space.format_path(best)} (rating {ratings[best_index]:.5f})")
         self.state.block += 1
         self.state.phase = "done" if self.state.block == len(self.space.blocks) else "train"
         self.state.epoch = self.state.step = 0
         self.save()
+
+
+def _numpy_rng_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _set_numpy_rng_state(state: dict) -> None:
+    np.random.set_state((state["name"], state["keys"].numpy().astype(np.uint32), state["pos"],
+                         state["has_gauss"], state["cached"]))
 
 
 def write_table(path: FsPath, block: int, table: list) -> None:

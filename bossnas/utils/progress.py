@@ -70,6 +70,12 @@ class Bar:
             eta = elapsed / max(done, 1) * (self.total - done)
             print(f"  {self.label}: {done}/{self.total} {self._rate()} eta {eta:.0f}s {info}", file=sys.stderr, flush=True)
 
+    def abort(self) -> None:
+        """Take a live bar off the terminal without a summary line (the run is stopping)."""
+        if self.live:
+            self.progress.stop()
+            self.live = False
+
     def close(self) -> float:
         elapsed = time.perf_counter() - self.start
         if self.live:

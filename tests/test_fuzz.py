@@ -1,0 +1,287 @@
+"""Property tests (hypothesis): architecture strings of every registered space, config
+overrides and score / ground-truth CSVs of every shape give a correct result or one
+BossNASError with a one-line message, never another exception.
+
+BOSSNAS_FUZZ_SCALE=20 runs 20 times as many examples (a longer fuzzing campaign).
+"""
+
+import csv
+import io
+import math
+import os
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from bossnas.config import _CHECKS, all_keys, config_from_dict, load_config
+from bossnas.errors import BossNASError, one_line
+from bossnas.evaluation.correlation import correlate_files
+from bossnas.spaces import create_space, list_spaces
+
+SPACES = list_spaces()
+SCALE = int(os.environ.get("BOSSNAS_FUZZ_SCALE", "1"))
+
+
+def fuzz(examples: int, **kwargs) -> settings:
+    return settings(max_examples=examples * SCALE, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture], **kwargs)
+
+
+FUZZ = fuzz(150)
+
+
+def _one_line(exc: BossNASError) -> None:
+    """A clear error: a message, printed by the CLI as one line (user input may hold line breaks)."""
+    assert type(exc) is BossNASError and str(exc).strip()
+    printed = one_line(exc)
+    assert "\n" not in printed and "\r" not in printed
+
+
+# ------------------------------------------------------------------ architecture strings
+CHARS = st.characters(blacklist_categories=("Cs",))
+
+
+@st.composite
+def arch_texts(draw, space_name: str):
+    """A valid architecture, one with a few random edits, or random text."""
+    space = create_space(space_name)
+    arch = tuple(draw(st.sampled_from(space.block_paths(b.index))) for b in space.blocks)
+    text = space.format_arch(arch)
+    kind = draw(st.sampled_from(["valid", "edited", "edited", "random"]))
+    if kind == "random":
+        return draw(st.text(alphabet=st.one_of(CHARS, st.sampled_from(list(":@ ,-_0123456789ekResAtConv"))), max_size=60))
+    if kind == "edited":
+        pieces = list(text)
+        for _ in range(draw(st.integers(1, 4))):
+            i = draw(st.integers(0, len(pieces)))
+            op = draw(st.sampled_from(["insert", "delete", "replace"]))
+            char = draw(st.one_of(CHARS, st.sampled_from(list(":@ 0123456789\t\n"))))
+            if op == "insert":
+                pieces.insert(i, char)
+            elif pieces:
+                i = min(i, len(pieces) - 1)
+                if op == "delete":
+                    del pieces[i]
+                else:
+                    pieces[i] = char
+        text = "".join(pieces)
+    return text
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_architecture_strings_parse_or_fail_in_one_line(name):
+    space = create_space(name)
+
+    @FUZZ
+    @given(arch_texts(name))
+    def check(text):
+        try:
+            arch = space.parse_arch(text)
+        except BossNASError as exc:
+            _one_line(exc)
+            return
+        assert len(arch) == len(space.blocks)
+        assert all(space.is_allowed(b.index, p) for b, p in zip(space.blocks, arch))
+        assert space.parse_arch(space.format_arch(arch)) == arch  # what we write, we read back
+
+    check()
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_non_ascii_digits_are_rejected(name):
+    space = create_space(name)
+    text = space.format_arch(tuple(space.block_paths(b.index)[0] for b in space.blocks))
+    for digit in ("²", "٣", "８"):
+        candidates = [text[:i] + digit + text[i + 1:] for i, c in enumerate(text) if c.isdigit()] or [digit + text]
+        for bad in candidates[:3]:
+            with pytest.raises(BossNASError) as info:
+                space.parse_arch(bad)
+            _one_line(info.value)
+
+
+# ------------------------------------------------------------------ config overrides
+WEIRD_KEYS = ["train", "model.space_options", "train.epochs.x", "train..lr", "", " ", "nope", "train.epoch",
+              "search.max_flops.x", "a\nb", ".", "train.", "data.name.", "seed.x"]
+KEYS = st.one_of(st.sampled_from(all_keys()), st.sampled_from(["model.space_options.width_mult", "model.space_options.a.b"]),
+                 st.sampled_from(WEIRD_KEYS))
+RAW = ["none", "null", "true", "false", "1e3", "2.5M", "3.4G", "cuda:1", "cuda:x", "cuda:", "cuda:١", "[1, 2", "{a: 1}", "",
+       "0", "-1", "inf", "-inf", "nan", ".nan", "1e400", "1e20", "2**63", "0x10", "1_000", "2001-12-14", "!!binary aGVsbG8=",
+       "!!set {a, b}", "{1: 2, b: 3}", "[a, {b: c}]", "~", "'quoted'", "- 1", "k", "1.5", "9223372036854775807",
+       "9223372036854775808", "fair", "uniform", "lars", "bf16", "imagenet", "cifar10", "imagefolder", "x: [", "&a 1", "*a"]
+VALUES = st.one_of(
+    st.sampled_from(RAW),
+    st.integers(-(10**30), 10**30).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.text(max_size=12),
+)
+
+
+def _get(config, key):
+    value = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _valid_config(config) -> None:
+    for key, (valid, _) in _CHECKS.items():
+        assert valid(_get(config, key)), key
+    config.fingerprint()  # every value can be hashed into the checkpoint
+    # what config.yaml stores reads back as the same config (--resume reads it)
+    again = config_from_dict(yaml.safe_load(yaml.safe_dump(config.to_dict(), sort_keys=False)))
+    assert again.to_dict() == config.to_dict() and again.fingerprint() == config.fingerprint()
+
+
+@fuzz(400)
+@given(st.lists(st.tuples(KEYS, VALUES), max_size=4))
+def test_config_overrides_give_a_valid_config_or_one_line(pairs):
+    try:
+        config = load_config(None, [f"{k}={v}" for k, v in pairs])
+    except BossNASError as exc:
+        _one_line(exc)
+        return
+    _valid_config(config)
+
+
+SECTIONS = {"train": ["epochs", "lr", "sampling", "paths_per_step", "x"], "data": ["name", "image_size", "root"],
+            "model": ["hidden_dim", "space_options", "adapter_width"], "search": ["max_flops", "rate_images"]}
+
+
+@st.composite
+def yaml_texts(draw):
+    """YAML config files, values written unquoted: '2001-12-14' is a date, '[1' an error."""
+    lines = []
+    for section in draw(st.lists(st.sampled_from([*SECTIONS, "seed", "space", "oops"]), max_size=4)):
+        if section not in SECTIONS:
+            lines.append(f"{section}: {draw(VALUES)}")
+            continue
+        lines.append(f"{section}:")
+        for key in draw(st.lists(st.sampled_from(SECTIONS[section]), max_size=3)):
+            if key == "space_options" and draw(st.booleans()):
+                lines.append("  space_options:")
+                lines += [f"    {draw(st.sampled_from(['width_mult', 'x', '1', 'a b']))}: {draw(VALUES)}"
+                          for _ in range(draw(st.integers(1, 2)))]
+            else:
+                lines.append(f"  {key}: {draw(VALUES)}")
+    if draw(st.integers(0, 5)) == 0:
+        lines.insert(draw(st.integers(0, len(lines))), draw(st.text(max_size=10)))
+    return "\n".join(lines) + "\n"
+
+
+@fuzz(300)
+@given(text=yaml_texts())
+def test_config_files_give_a_valid_config_or_one_line(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("cfg") / "c.yaml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        config = load_config(str(path))
+    except BossNASError as exc:
+        _one_line(exc)
+        return
+    _valid_config(config)
+
+
+# ------------------------------------------------------------------ CSV files
+HEADER_WORDS = ["arch", "architecture", "rating", "loss", "score", "accuracy", "test_accuracy", "top1", "block", "path",
+                "widths", "x", ""]
+CELLS = st.one_of(
+    st.sampled_from(["", "nan", "inf", "-inf", "1e308", "-1e308", "1e-320", "abc", "8:8:8:8:8", " 1 ", "0", "1", "2",
+                     "0.5", "-3", "1e400", '"', "a,b", "64:40:48:64:56", "8:8", "16"]),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(-5, 5).map(str),
+    st.text(max_size=6),
+)
+
+
+@st.composite
+def csv_files(draw):
+    if draw(st.integers(0, 9)) == 0:  # raw bytes: NUL, bad UTF-8, stray quotes
+        return draw(st.binary(max_size=120))
+    header = draw(st.lists(st.one_of(st.sampled_from(HEADER_WORDS), st.text(max_size=4)), max_size=5))
+    names = ["8:8:8:8:8", "16:8:8:8:8", "8:16:8:8:8", "64:40:48:64:56", "x", "8", "16"]
+    rows = []
+    for _ in range(draw(st.integers(0, 12))):
+        width = draw(st.integers(0, len(header) + 2))
+        row = [draw(st.sampled_from(names)) if h in ("arch", "architecture", "path") and draw(st.booleans())
+               else draw(CELLS) for h in (header + [""] * width)[:width]]
+        rows.append(row)
+    buffer = io.StringIO()
+    if draw(st.booleans()):
+        writer = csv.writer(buffer)
+        writer.writerow(header)
+        writer.writerows(rows)
+    else:  # unquoted, as a hand-made file would be
+        buffer.write("\n".join(",".join(r) for r in [header] + rows))
+    text = buffer.getvalue()
+    return text.encode("utf-8", "surrogatepass") if draw(st.booleans()) else ("\ufeff" + text).encode("utf-8", "surrogatepass")
+
+
+@fuzz(300)
+@given(scores=csv_files(), truth=csv_files(), score_col=st.sampled_from([None, "rating", "score", "nope"]),
+       truth_col=st.sampled_from([None, "accuracy", "nope"]), lower=st.sampled_from([None, True, False]))
+def test_csv_files_of_every_shape_correlate_or_fail_in_one_line(tmp_path_factory, scores, truth, score_col, truth_col, lower):
+    folder = tmp_path_factory.mktemp("csv")
+    (folder / "scores.csv").write_bytes(scores)
+    (folder / "truth.csv").write_bytes(truth)
+    try:
+        c = correlate_files(folder / "scores.csv", folder / "truth.csv", score_col, truth_col, lower)
+    except BossNASError as exc:
+        _one_line(exc)
+        return
+    assert c.count >= 3
+    for value in (c.kendall, c.spearman, c.pearson):
+        assert math.isfinite(value) and -1 - 1e-9 <= value <= 1 + 1e-9, c
+
+
+@fuzz(100)
+@given(n=st.integers(3, 40), block_table=st.booleans(), data=st.data(),
+       scale=st.sampled_from([1.0, 1e-300, 1e300, -1.0]))
+def test_valid_csv_files_give_scipy_correlations(tmp_path_factory, n, block_table, data, scale):
+    """A correct result: the same numbers as scipy on the same pairs, with the documented sign."""
+    space = create_space("nats-sss")
+    folder = tmp_path_factory.mktemp("ok")
+    values = st.floats(-1e3, 1e3, allow_nan=False)
+    if block_table:
+        paths = [space.block_paths(b)[:data.draw(st.integers(2, 3))] for b in range(3)]
+        block_scores = [[data.draw(values) * scale for _ in p] for p in paths]
+        lines = ["block,path,loss"] + [f"{b},{space.format_path(p)},{s!r}" for b in range(3)
+                                       for p, s in zip(paths[b], block_scores[b])]
+        archs, scores = [], []
+        for i0, p0 in enumerate(paths[0]):
+            for i1, p1 in enumerate(paths[1]):
+                for i2, p2 in enumerate(paths[2]):
+                    archs.append(space.format_arch((p0, p1, p2)))
+                    scores.append(block_scores[0][i0] + block_scores[1][i1] + block_scores[2][i2])
+        lower = True
+    else:
+        archs = sorted({space.format_arch(tuple(space.block_paths(b)[data.draw(st.integers(0, 7))] for b in range(3)))
+                        for _ in range(n)})
+        scores = [data.draw(values) * scale for _ in archs]
+        lines = ["arch,score"] + [f"{a},{s!r}" for a, s in zip(archs, scores)]
+        lower = False
+    truth = [data.draw(values) for _ in archs]
+    (folder / "s.csv").write_text("\n".join(lines) + "\n")
+    (folder / "t.csv").write_text("arch,test_accuracy\n" + "".join(f"{a},{t!r}\n" for a, t in zip(archs, truth)))
+    x, y = -np.array(scores) if lower else np.array(scores), np.array(truth)
+    assume(len(archs) >= 3 and np.ptp(y) > 0)
+    try:
+        c = correlate_files(folder / "s.csv", folder / "t.csv")
+    except BossNASError as exc:
+        _one_line(exc)
+        assert np.ptp(x) == 0 or np.ptp(x / np.abs(x).max()) == 0, exc
+        return
+    assert c.count == len(archs) and c.lower_is_better == lower
+    assert c.kendall == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-9)
+    assert c.spearman == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-9)
+    assert c.pearson == pytest.approx(stats.pearsonr(x / np.abs(x).max(), y).statistic, abs=1e-6)
+
+
+def test_csv_with_byte_order_mark_and_spaces_reads(tmp_path):
+    (tmp_path / "s.csv").write_bytes("\ufeffarch , rating\n8:8:8:8:8, 3\n16:8:8:8:8,2\n8:16:8:8:8 ,1\n".encode())
+    (tmp_path / "t.csv").write_bytes("\ufeffarch,accuracy\n8:8:8:8:8,90\n16:8:8:8:8,91\n8:16:8:8:8,92\n".encode())
+    c = correlate_files(tmp_path / "s.csv", tmp_path / "t.csv")
+    assert (c.count, c.kendall, c.lower_is_better) == (3, 1.0, True)
