@@ -97,7 +97,7 @@ def test_rating_is_loss_against_population_centre(model):
     ratings = rate_block(model, 0, paths, recal, (v1, v2), batch_size=4, bn_recalibration=False)
     model.eval()
     with torch.no_grad():
-        t = [torch.stack([F.normalize(model.project_target(v, 0, p), dim=-1) for v in (v1, v2)]) for p in paths]
+        t = [torch.stack([model.project_target(v, 0, p) for v in (v1, v2)]) for p in paths]
         centre = torch.stack(t).mean(0)
         for p, r in zip(paths, ratings):
             q1, q2 = model.predict(v1, 0, p), model.predict(v2, 0, p)

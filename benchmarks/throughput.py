@@ -1,0 +1,317 @@
+"""Throughput of a BossNAS training step and of block rating, against the cost of the arithmetic.
+
+For each space and block it measures, side by side in one run on the same batch:
+
+* the training step (K paths, two views, ensemble target, optimizer step, EMA update),
+  images/s, and the **overhead ratio** = step time / reference, where the reference is the
+  arithmetic the step cannot avoid, each part timed alone on the same batch: one forward
+  of the frozen prefix per view (shared by all paths), plus for every path the
+  forward+backward of its standalone online block and heads on both views and the forward
+  of its standalone target block and projector on both views;
+* the same step with the prefix recomputed for every path (the naive implementation,
+  ``share_prefix=False``) and the speed-up of sharing it;
+* the rating of the whole block (BN recalibration + online and target forwards of every
+  path), and its ratio to the standalone forwards of all its paths on the same images
+  (plus the shared prefix once);
+* achieved GFLOP/s of the step (counted by torch.utils.flop_counter) next to the
+  machine's dense matmul GFLOP/s measured in the same run, and peak memory.
+
+    python benchmarks/throughput.py                 # CPU, nats-sss, batch 256
+    python benchmarks/throughput.py --device cuda   # GPU, bf16 autocast
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, machine, write_json  # noqa: E402
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` over ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype) -> float:
+    n = 4096 if device.type == "cuda" else 1536
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    seconds = timed(lambda: a @ b, device, repeats=5, warmup=2)
+    return 2 * n**3 / seconds / 1e9
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class StandalonePath(nn.Module):
+    """One path of one block as plain modules: materialized block + (copied) heads."""
+
+    def __init__(self, block_module: nn.Module, adapter: nn.Module, projector: nn.Module, predictor: nn.Module | None):
+        super().__init__()
+        self.block, self.adapter, self.projector, self.predictor = block_module, adapter, projector, predictor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.projector(self.adapter(self.block(x)))
+        return self.predictor(z) if self.predictor is not None else z
+
+
+def bench_block(space, block: int, args, device: torch.device, autocast) -> dict:
+    import copy
+
+    from bossnas.data.augment import build_augment
+    from bossnas.data.batches import seeded_generator
+    from bossnas.search.rating import rate_block
+    from bossnas.ssl.momentum import ema_update_
+    from bossnas.supernet.siamese import SiameseSupernet
+    from bossnas.train.optim import build_optimizer
+    from bossnas.train.step import bossnas_step
+
+    torch.manual_seed(0)
+    model = SiameseSupernet(space, args.hidden_dim, args.proj_dim).to(device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    best = [space.block_paths(b)[len(space.block_paths(b)) // 2] for b in range(block)]
+    model.train()
+    for b in range(block):
+        model.target.block_module(b).eval()
+    sampling = space.default_sampling
+    k = args.k or (space.max_fair_k(block) if sampling == "fair" else 4)
+    paths = space.sample_paths(block, k, sampling, seeded_generator(1, block))
+    images = torch.randint(0, 256, (args.batch, space.in_channels, space.image_size, space.image_size), dtype=torch.uint8, device=device)
+    augment = build_augment("small", (0.5,) * space.in_channels, (0.25,) * space.in_channels)
+    optimizer = build_optimizer("sgd", model.trainable_parameters(block), 0.01, 0.9, 1e-4)
+    target_params, online_params = model.ema_pairs(block)
+    gen = seeded_generator(2)
+
+    def prep(x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if args.channels_last else x
+
+    def train_step(share_prefix: bool = True) -> None:
+        v1, v2 = augment(images, gen)
+        bossnas_step(model, block, paths, prep(v1), prep(v2), best, ensemble=True, autocast=autocast, share_prefix=share_prefix)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema_update_(target_params, online_params, 0.99)
+
+    state = copy.deepcopy(model.state_dict())
+    result: dict = {"space": space.name, "block": block, "paths": len(space.block_paths(block)), "k": k, "batch": args.batch}
+    result["step_s"] = timed(train_step, device, args.repeats)
+    result["images_per_s"] = args.batch / result["step_s"]
+    if block > 0:
+        result["naive_step_s"] = timed(lambda: train_step(False), device, args.repeats)
+        result["prefix_sharing_speedup"] = result["naive_step_s"] / result["step_s"]
+    model.load_state_dict(state)
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        train_step()
+    result["step_gflop"] = counter.get_total_flops() / 1e9
+    result["achieved_gflops"] = result["step_gflop"] / result["step_s"]
+
+    # ---- reference: the unavoidable arithmetic, each piece alone on the same batch
+    v1, v2 = (prep(v) for v in augment(images, seeded_generator(3)))
+    with torch.no_grad(), autocast():
+        if best:
+            prefix_s = timed(lambda: model.forward_prefix(torch.cat([v1, v2]), best), device, args.repeats)
+            f1, f2 = model.forward_prefix(torch.cat([v1, v2]), best).chunk(2)
+        else:
+            prefix_s, (f1, f2) = 0.0, (v1, v2)
+    prev = best[-1] if best else None
+    online_total = target_total = 0.0
+    for path in paths:
+        oh, th = model.online_heads[block], model.target_heads[block]
+        online = StandalonePath(model.online.materialize_block(block, path, prev), copy.deepcopy(oh.adapter),
+                                copy.deepcopy(oh.projector), copy.deepcopy(oh.predictor)).to(device).train()
+        target = StandalonePath(model.target.materialize_block(block, path, prev), copy.deepcopy(th[0]),
+                                copy.deepcopy(th[1]), None).to(device).train()
+        if args.channels_last:
+            online.to(memory_format=torch.channels_last)
+            target.to(memory_format=torch.channels_last)
+        fixed = torch.randn(f1.shape[0], args.proj_dim, device=device)
+
+        def online_fb(online: nn.Module = online, fixed: torch.Tensor = fixed) -> None:
+            with autocast():
+                loss = sum((online(f).float() * fixed).sum() for f in (f1, f2))
+            loss.backward()
+
+        def target_f(target: nn.Module = target) -> None:
+            with torch.inference_mode(), autocast():
+                target(f1)
+                target(f2)
+
+        online_total += timed(online_fb, device, args.repeats)
+        target_total += timed(target_f, device, args.repeats)
+    reference = prefix_s + online_total + target_total
+    result.update(reference_s=reference, prefix_s=prefix_s, overhead_ratio=result["step_s"] / reference)
+
+    # ---- rating a whole block vs the standalone forwards of all its paths
+    all_paths = space.block_paths(block)
+    if args.rate_paths:
+        all_paths = all_paths[: args.rate_paths]
+    n_rate = args.rate_images
+    rate_images = torch.randint(0, 256, (n_rate,) + images.shape[1:], dtype=torch.uint8, device=device)
+    recal_images = [torch.randint(0, 256, images.shape, dtype=torch.uint8, device=device)]
+
+    def rate(share_prefix: bool = True) -> None:
+        g = seeded_generator(4)
+        views = [prep(v) for v in augment(rate_images, g)]
+        recal = [prep(augment.view(x, g)) for x in recal_images]
+        with torch.no_grad(), autocast():
+            pre = (lambda x: model.forward_prefix(x, best)) if best else (lambda x: x)
+            if share_prefix:
+                recal_f = [pre(x) for x in recal]
+                rate_f = (pre(views[0]), pre(views[1]))
+        if share_prefix:
+            rate_block(model, block, all_paths, recal_f, rate_f, batch_size=args.batch, autocast=autocast)
+        else:
+            for p in all_paths:  # naive: the prefix again for every path
+                with torch.no_grad(), autocast():
+                    recal_f = [pre(x) for x in recal]
+                    rate_f = (pre(views[0]), pre(views[1]))
+                rate_block(model, block, [p], recal_f, rate_f, batch_size=args.batch, autocast=autocast)
+
+    result["rate_s"] = timed(rate, device, 1, warmup=0)
+    result["rated_paths"] = len(all_paths)
+    if block > 0 and args.naive_rating:
+        result["naive_rate_s"] = timed(lambda: rate(False), device, 1, warmup=0)
+        result["rate_prefix_speedup"] = result["naive_rate_s"] / result["rate_s"]
+    g = seeded_generator(4)
+    views = [prep(v) for v in augment(rate_images, g)]
+    recal = [prep(augment.view(x, g)) for x in recal_images]
+    with torch.no_grad(), autocast():
+        pre = (lambda x: model.forward_prefix(x, best)) if best else (lambda x: x)
+        start = time.perf_counter()
+        recal_f = [pre(x) for x in recal]
+        rate_f = (pre(views[0]), pre(views[1]))
+        sync(device)
+        ref = time.perf_counter() - start
+        for path in all_paths:
+            oh, th = model.online_heads[block], model.target_heads[block]
+            online = StandalonePath(model.online.materialize_block(block, path, prev), oh.adapter, oh.projector, oh.predictor).to(device)
+            target = StandalonePath(model.target.materialize_block(block, path, prev), th[0], th[1], None).to(device)
+            if args.channels_last:
+                online.to(memory_format=torch.channels_last)
+                target.to(memory_format=torch.channels_last)
+            sync(device)
+            start = time.perf_counter()
+            online.train()
+            target.train()
+            for x in recal_f:
+                online(x)
+                target(x)
+            online.eval()
+            target.eval()
+            for v in rate_f:
+                for chunk in v.split(args.batch):
+                    online(chunk)
+                    target(chunk)
+            sync(device)
+            ref += time.perf_counter() - start
+    result.update(rate_reference_s=ref, rate_ratio=result["rate_s"] / ref)
+    result["peak_memory_mb"] = peak_memory_mb(device)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bossnas.spaces import create_space, list_spaces
+    from bossnas.utils.device import autocast_factory, resolve_device
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--spaces", default="nats-sss", help="comma-separated, or 'all'")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--image-size", type=int, default=None, help="default: 16 on CPU, 32 on CUDA (nats-sss)")
+    parser.add_argument("--k", type=int, default=None)
+    parser.add_argument("--hidden-dim", type=int, default=512)
+    parser.add_argument("--proj-dim", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rate-images", type=int, default=128)
+    parser.add_argument("--rate-paths", type=int, default=0, help="rate only the first N paths of a block (0 = all)")
+    parser.add_argument("--naive-rating", action="store_true", help="also time rating with the prefix recomputed per path")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--width-mult", type=float, default=0.25, help="for hytra / mbconv")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    autocast = autocast_factory("auto", device)
+    size = args.image_size or (32 if device.type == "cuda" else 16)
+    names = list_spaces() if args.spaces == "all" else args.spaces.split(",")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    peak = matmul_gflops(device, dtype)
+    rows = []
+    for name in names:
+        options = {} if name == "nats-sss" else {"width_mult": args.width_mult}
+        space = create_space(name, in_channels=3, image_size=size, num_classes=10, **options)
+        for spec in space.blocks:
+            row = bench_block(space, spec.index, args, device, autocast)
+            row["machine_gflops"] = peak
+            rows.append(row)
+            print(format_row(row), flush=True)
+    report = {"machine": machine(), "device": str(device), "image_size": size, "args": vars(args) | {"out": None},
+              "matmul_gflops": peak, "rows": rows,
+              "command": "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    out = args.out or REPO / "bench-out" / f"throughput-{device.type}"
+    write_json(out / "throughput.json", report)
+    (out / "throughput.md").write_text(render(report))
+    print(render(report))
+    return 0
+
+
+def format_row(r: dict) -> str:
+    extra = f" naive x{r['prefix_sharing_speedup']:.2f}" if "prefix_sharing_speedup" in r else ""
+    return (f"{r['space']} block {r['block']}: step {r['step_s']:.3f}s ({r['images_per_s']:.0f} img/s), overhead "
+            f"{r['overhead_ratio']:.3f}{extra}, rating {r['rate_s']:.2f}s ratio {r['rate_ratio']:.3f}, "
+            f"{r['achieved_gflops']:.1f} GFLOP/s of {r['machine_gflops']:.0f}")
+
+
+def render(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        f"Throughput on {report['device']}" + (f" ({m['gpu']})" if "gpu" in m else f" ({m['cpu_count']} cores)")
+        + f", torch {m['torch']}, {m['date']}; input {report['image_size']}x{report['image_size']}, "
+        f"batch {report['args']['batch']}; dense matmul {report['matmul_gflops']:.0f} GFLOP/s.",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        "| space | block | K | step s | img/s | overhead ratio | naive prefix speed-up | rating s (paths) | rating ratio | GFLOP/s (share of matmul) | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        naive = f"{r['prefix_sharing_speedup']:.2f}x" if "prefix_sharing_speedup" in r else "-"
+        lines.append(
+            f"| {r['space']} | {r['block']} | {r['k']} | {r['step_s']:.3f} | {r['images_per_s']:.0f} | {r['overhead_ratio']:.3f} | {naive} | "
+            f"{r['rate_s']:.2f} ({r['rated_paths']}) | {r['rate_ratio']:.3f} | {r['achieved_gflops']:.0f} "
+            f"({r['achieved_gflops'] / r['machine_gflops']:.0%}) | {r['peak_memory_mb']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
