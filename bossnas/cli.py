@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -139,7 +138,7 @@ def _train(preset, overrides, space, data, data_dir, out, resume, force, device,
     return search, config, run_dir, console
 
 
-def _finish(run_dir: Path, max_flops: Optional[float], max_params: Optional[float], console, wall: float | None = None) -> dict:
+def _finish(run_dir: Path, max_flops: float | None, max_params: float | None, console, wall: float | None = None) -> dict:
     from bossnas.search.report import select, tables_from_state, write_best_arch, write_report
     from bossnas.train.runner import load_run
 
@@ -171,7 +170,7 @@ def _space_of(config, ckpt: dict):
                num_classes=shape.get("num_classes", 10), **config.model.space_options)
 
 
-def _parse_budget(text: Optional[str], name: str) -> Optional[float]:
+def _parse_budget(text: str | None, name: str) -> float | None:
     from bossnas.config import parse_number
 
     if text is None:
@@ -187,19 +186,19 @@ def _parse_budget(text: Optional[str], name: str) -> Optional[float]:
 
 @app.command()
 def run(
-    overrides: Optional[list[str]] = OverridesArg,
-    preset: Optional[str] = PresetOpt,
-    space: Optional[str] = SpaceOpt,
-    data: Optional[str] = DataOpt,
-    data_dir: Optional[str] = DataDirOpt,
-    out: Optional[str] = OutOpt,
+    overrides: list[str] | None = OverridesArg,
+    preset: str | None = PresetOpt,
+    space: str | None = SpaceOpt,
+    data: str | None = DataOpt,
+    data_dir: str | None = DataDirOpt,
+    out: str | None = OutOpt,
     resume: bool = ResumeOpt,
     force: bool = ForceOpt,
-    device: Optional[str] = DeviceOpt,
-    max_flops: Optional[str] = MaxFlopsOpt,
-    max_params: Optional[str] = MaxParamsOpt,
+    device: str | None = DeviceOpt,
+    max_flops: str | None = MaxFlopsOpt,
+    max_params: str | None = MaxParamsOpt,
     quiet: bool = QuietOpt,
-    nproc: Optional[int] = NprocOpt,
+    nproc: int | None = NprocOpt,
 ) -> None:
     """Train every block, rate every path, choose the architecture and write the report.
 
@@ -221,17 +220,17 @@ def run(
 
 @app.command()
 def train(
-    overrides: Optional[list[str]] = OverridesArg,
-    preset: Optional[str] = PresetOpt,
-    space: Optional[str] = SpaceOpt,
-    data: Optional[str] = DataOpt,
-    data_dir: Optional[str] = DataDirOpt,
-    out: Optional[str] = OutOpt,
+    overrides: list[str] | None = OverridesArg,
+    preset: str | None = PresetOpt,
+    space: str | None = SpaceOpt,
+    data: str | None = DataOpt,
+    data_dir: str | None = DataDirOpt,
+    out: str | None = OutOpt,
     resume: bool = ResumeOpt,
     force: bool = ForceOpt,
-    device: Optional[str] = DeviceOpt,
+    device: str | None = DeviceOpt,
     quiet: bool = QuietOpt,
-    nproc: Optional[int] = NprocOpt,
+    nproc: int | None = NprocOpt,
 ) -> None:
     """Train the Siamese supernet block by block (each block's paths are rated to fix its best path)."""
     if nproc is not None:
@@ -243,8 +242,8 @@ def train(
 @app.command()
 def search(
     run_dir: Path = typer.Argument(..., help="a finished run folder"),
-    max_flops: Optional[str] = MaxFlopsOpt,
-    max_params: Optional[str] = MaxParamsOpt,
+    max_flops: str | None = MaxFlopsOpt,
+    max_params: str | None = MaxParamsOpt,
 ) -> None:
     """Choose the best-rated architecture of a trained run, optionally under a FLOPs/params budget."""
     _finish(run_dir, _parse_budget(max_flops, "--max-flops"), _parse_budget(max_params, "--max-params"), _console())
@@ -253,9 +252,9 @@ def search(
 @app.command()
 def rate(
     run_dir: Path = typer.Argument(..., help="a finished run folder"),
-    archs: Optional[list[str]] = typer.Argument(None, help="architectures to rate (default: all)"),
-    top: Optional[int] = typer.Option(None, "--top", help="only the N best-rated architectures"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="CSV to write (default: RUN/ratings.csv when rating all)"),
+    archs: list[str] | None = typer.Argument(None, help="architectures to rate (default: all)"),
+    top: int | None = typer.Option(None, "--top", help="only the N best-rated architectures"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="CSV to write (default: RUN/ratings.csv when rating all)"),
 ) -> None:
     """Ratings (sum of block ratings, lower = better) of all or the given architectures."""
     from bossnas.search.report import tables_from_state
@@ -290,9 +289,9 @@ def rate(
 def correlate(
     scores: Path = typer.Argument(..., help="CSV of scores: arch,<score> or a block table block,path,<score>"),
     truth: Path = typer.Argument(..., help="CSV of ground truth: arch,<accuracy>"),
-    score_col: Optional[str] = typer.Option(None, "--score-col", help="score column (default: rating/loss/score ...)"),
-    truth_col: Optional[str] = typer.Option(None, "--truth-col", help="accuracy column (default: test_accuracy/accuracy ...)"),
-    lower_is_better: Optional[bool] = typer.Option(None, "--lower-is-better/--higher-is-better",
+    score_col: str | None = typer.Option(None, "--score-col", help="score column (default: rating/loss/score ...)"),
+    truth_col: str | None = typer.Option(None, "--truth-col", help="accuracy column (default: test_accuracy/accuracy ...)"),
+    lower_is_better: bool | None = typer.Option(None, "--lower-is-better/--higher-is-better",
                                                    help="score orientation (default: lower is better for loss/rating columns)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
@@ -335,11 +334,11 @@ def presets() -> None:
 @app.command()
 def show(
     arch: str = typer.Argument(..., help="architecture string (64:40:48:64:56, nats-sss/64:40:48:64:56) or model name (bossnet-t0)"),
-    space: Optional[str] = SpaceOpt,
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="input side (default: the model's or the space's)"),
+    space: str | None = SpaceOpt,
+    image_size: int | None = typer.Option(None, "--image-size", help="input side (default: the model's or the space's)"),
     in_channels: int = typer.Option(3, "--in-channels"),
-    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="default: the named model's, else 10"),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="also draw the architecture into this .png/.pdf/.svg"),
+    num_classes: int | None = typer.Option(None, "--num-classes", help="default: the named model's, else 10"),
+    plot: Path | None = typer.Option(None, "--plot", help="also draw the architecture into this .png/.pdf/.svg"),
 ) -> None:
     """Layers, parameters and FLOPs of one architecture or named model (and a picture with --plot)."""
     from bossnas.models import list_models, resolve_model

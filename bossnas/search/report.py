@@ -10,7 +10,13 @@ import torch
 
 from bossnas.config import RunConfig
 from bossnas.search.costs import arch_cost, cost_table
-from bossnas.search.select import RatingTables, Selection, best_constrained, best_unconstrained, top_k
+from bossnas.search.select import (
+    RatingTables,
+    Selection,
+    best_constrained,
+    best_unconstrained,
+    top_k,
+)
 from bossnas.spaces.base import SearchSpace
 from bossnas.utils.io import atomic_write_json, atomic_write_text
 

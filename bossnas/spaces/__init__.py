@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from bossnas.errors import BossNASError, closest
 from bossnas.spaces.base import Arch, BlockSpec, Path, SearchSpace, StandaloneNet, SupernetBackbone
 
