@@ -35,7 +35,7 @@ PRESETS: dict[str, dict[str, object]] = {
         "train.lr": 0.05, "train.warmup_epochs": 0.1,
     },
     "cpu": {
-        "data.image_size": 16, "data.train_images": 8192, "train.epochs": 2, "train.batch_size": 128,
+        "data.image_size": 16, "data.train_images": 12288, "train.epochs": 2, "train.batch_size": 128,
         "model.hidden_dim": 512, "model.proj_dim": 128, "search.rate_images": 512, "search.recal_batches": 2,
         "train.lr": 0.05, "train.warmup_epochs": 0.1,
     },

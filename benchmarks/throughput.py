@@ -257,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-rating", action="store_true", help="also time rating with the prefix recomputed per path")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--width-mult", type=float, default=0.25, help="for hytra / mbconv")
+    parser.add_argument("--blocks", default=None, help="comma-separated block indices (default: all)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
@@ -269,7 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         options = {} if name == "nats-sss" else {"width_mult": args.width_mult}
         space = create_space(name, in_channels=3, image_size=size, num_classes=10, **options)
+        wanted = None if args.blocks is None else {int(b) for b in args.blocks.split(",")}
         for spec in space.blocks:
+            if wanted is not None and spec.index not in wanted:
+                continue
             row = bench_block(space, spec.index, args, device, autocast)
             row["machine_gflops"] = peak
             rows.append(row)

@@ -124,7 +124,10 @@ class RunConfig:
 
 
 # Value checks: key -> (predicate, description of the valid range)
-_CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+#: key -> (predicate, description of the valid range)
+Checks = dict[str, tuple[typing.Callable[[Any], bool], str]]
+
+_CHECKS: Checks = {
     "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
     "train.batch_size": (lambda v: v >= 2, "an integer >= 2 (BatchNorm needs two samples)"),
     "train.paths_per_step": (lambda v: v is None or v >= 1, "an integer >= 1"),
@@ -243,11 +246,11 @@ def _plain(key: str, value: Any) -> Any:
     raise BossNASError(f"config key '{key}': {value!r} is not a number, text, true/false, list or mapping")
 
 
-def _check(key: str, value: Any) -> None:
-    if key in _CHECKS:
-        predicate, valid = _CHECKS[key]
+def _check(key: str, value: Any, checks: Checks, label: str) -> None:
+    if key in checks:
+        predicate, valid = checks[key]
         if not predicate(value):
-            raise BossNASError(f"config key '{key}': {value!r} is out of range; expected {valid}")
+            raise BossNASError(f"{label} '{key}': {value!r} is out of range; expected {valid}")
 
 
 def all_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
@@ -261,18 +264,23 @@ def all_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
     return keys
 
 
-def set_key(config: RunConfig, key: str, raw: Any) -> None:
-    """Set one dotted key (``train.epochs``) from a raw value, converting and checking it."""
+def set_key(config: Any, key: str, raw: Any, checks: Checks | None = None, label: str = "config key") -> None:
+    """Set one dotted key (``train.epochs``) of a config dataclass from a raw value, converting
+    it to the field's type and checking it against ``checks`` (default: the search config's).
+
+    Other configs (``bossnas retrain``'s) pass their own dataclass, checks and label.
+    """
+    checks = _CHECKS if checks is None else checks
     parts = key.split(".")
     target: Any = config
     for i, part in enumerate(parts):
         hints = _field_types(type(target))
         if part not in hints:
-            raise BossNASError(f"unknown config key '{key}'{closest(key, all_keys())}")
+            raise BossNASError(f"unknown {label} '{key}'{closest(key, all_keys(type(config)))}")
         annotation = hints[part]
         if i == len(parts) - 1:
             value = _convert(key, raw, annotation)
-            _check(key, value)
+            _check(key, value, checks, label)
             setattr(target, part, value)
             return
         current = getattr(target, part)
@@ -287,7 +295,7 @@ def set_key(config: RunConfig, key: str, raw: Any) -> None:
             current[sub] = _plain(key, raw)
             return
         if not dataclasses.is_dataclass(current):
-            raise BossNASError(f"unknown config key '{key}'{closest(key, all_keys())}")
+            raise BossNASError(f"unknown {label} '{key}'{closest(key, all_keys(type(config)))}")
         target = current
 
 
@@ -302,11 +310,13 @@ def _flatten(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
     return items
 
 
-def apply_mapping(config: RunConfig, tree: dict, source: str = "") -> None:
+def apply_mapping(config: Any, tree: dict, source: str = "", checks: Checks | None = None,
+                  label: str = "config key") -> None:
+    """Set every key of a nested mapping (a YAML preset or a saved config)."""
     if not isinstance(tree, dict):
         raise BossNASError(f"{source or 'config'} must be a mapping of keys to values")
     for key, value in _flatten(tree):
-        set_key(config, key, value)
+        set_key(config, key, value, checks, label)
 
 
 def list_presets() -> list[str]:

@@ -33,11 +33,11 @@ from rich.console import Console
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from bossnas.config import _CHECKS, _convert, _flatten, all_keys
+from bossnas.config import _CHECKS, apply_mapping, set_key
 from bossnas.data.augment import hflip, pad_crop, resized_crop
 from bossnas.data.batches import epoch_batches, iterate, seeded_generator
 from bossnas.data.datasets import SplitData, limit_train, load_data
-from bossnas.errors import BossNASError, closest
+from bossnas.errors import BossNASError
 from bossnas.models import ModelSpec, create_model, resolve_model
 from bossnas.search.costs import arch_cost
 from bossnas.search.report import read_best_arch
@@ -142,8 +142,8 @@ class RetrainConfig:
         return hashlib.sha256(json.dumps(self.training_view(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-#: value checks of the retraining keys; the shared keys (data.*, seed, device, ...) use bossnas.config's
-_RETRAIN_CHECKS: dict[str, tuple[Callable[[typing.Any], bool], str]] = {
+#: value checks of the retraining keys; the shared keys (data.*, seed, device, ...) keep bossnas.config's
+RETRAIN_CHECKS: dict[str, tuple[Callable[[typing.Any], bool], str]] = {**_CHECKS, **{
     "train.optimizer": (lambda v: v in OPTIMIZERS, " or ".join(OPTIMIZERS)),
     "train.lr": (lambda v: v is None or v > 0, "a number > 0"),
     "train.weight_decay": (lambda v: v is None or v >= 0, "a number >= 0"),
@@ -152,39 +152,16 @@ _RETRAIN_CHECKS: dict[str, tuple[Callable[[typing.Any], bool], str]] = {
     "train.eval_every": (lambda v: v >= 0, "an integer >= 0"),
     "data.augment": (lambda v: v is None or v in AUGMENTS, ", ".join(AUGMENTS)),
     "model.name": (lambda v: bool(v), "a model name or an architecture"),
-}
+}}
 
 
 def set_retrain_key(config: RetrainConfig, key: str, raw: typing.Any) -> None:
     """Set one dotted key (``train.epochs``) from a raw value, converting and checking it."""
-    prefix = "model.space_options."
-    if key.startswith(prefix):
-        if isinstance(raw, str):
-            try:
-                raw = yaml.safe_load(raw)
-            except yaml.YAMLError:
-                raise BossNASError(f"retrain key '{key}': cannot read {raw!r} as a YAML value") from None
-        config.model.space_options[key[len(prefix):]] = raw
-        return
-    keys = all_keys(RetrainConfig)
-    if key not in keys:
-        raise BossNASError(f"unknown retrain key '{key}'{closest(key, keys)}; see `bossnas retrain --help`")
-    *sections, name = key.split(".")
-    target: typing.Any = config
-    for section in sections:
-        target = getattr(target, section)
-    value = _convert(key, raw, typing.get_type_hints(type(target))[name])
-    predicate, valid = _RETRAIN_CHECKS.get(key) or _CHECKS.get(key) or (lambda v: True, "")
-    if not predicate(value):
-        raise BossNASError(f"retrain key '{key}': {value!r} is out of range; expected {valid}")
-    setattr(target, name, value)
+    set_key(config, key, raw, RETRAIN_CHECKS, label="retrain key")
 
 
 def apply_retrain_mapping(config: RetrainConfig, tree: dict, source: str = "") -> None:
-    if not isinstance(tree, dict):
-        raise BossNASError(f"{source or 'retrain config'} must be a mapping of keys to values")
-    for key, value in _flatten(tree):
-        set_retrain_key(config, key, value)
+    apply_mapping(config, tree, source or "retrain config", RETRAIN_CHECKS, label="retrain key")
 
 
 @dataclass(frozen=True)
