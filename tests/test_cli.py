@@ -1,16 +1,10 @@
 import json
-import subprocess
-import sys
 
 import pytest
-from conftest import TINY
+from conftest import TINY, bossnas
 
 from bossnas.config import load_config
 from bossnas.train.runner import BlockwiseSearch, Interrupted, read_table
-
-
-def bossnas(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "bossnas", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def test_correlate_reproduces_official_numbers(shared_data):

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import torch
+from conftest import run_cli
 
 from bossnas.errors import BossNASError
 from bossnas.export import (
@@ -20,18 +21,6 @@ from bossnas.utils.io import load_checkpoint
 
 ARCH = "16:16:16:16:16"
 
-
-def run_cli(monkeypatch, capsys, *args):
-    from bossnas.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["bossnas", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

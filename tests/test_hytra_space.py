@@ -14,14 +14,6 @@ SMALL = dict(image_size=32, width_mult=0.0625, num_classes=5)
 SIDES = (56, 28, 14, 7)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The networks here are tiny: one thread avoids OpenMP contention on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def space():

@@ -15,14 +15,6 @@ NAMES = ("e3k3", "e3k5", "e6k3", "e6k5")
 STAGES = ((24, 2, 2), (40, 2, 4), (80, 2, 4), (112, 1, 4), (192, 2, 4))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The networks here are tiny: one thread avoids OpenMP contention on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def space():

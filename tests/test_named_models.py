@@ -12,13 +12,6 @@ from bossnas.spaces.hytra import BOSSNET_T0_ENCODING
 PUBLISHED_MADDS = {"bossnet-t0": 3.4e9, "bossnet-t0-nose": 3.4e9, "bossnet-t1": 7.9e9}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def spec_space(name: str, **overrides):
     spec = resolve_model(name)

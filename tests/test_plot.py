@@ -1,6 +1,6 @@
-import sys
 
 import pytest
+from conftest import run_cli
 
 from bossnas.errors import BossNASError
 from bossnas.models import list_models
@@ -9,18 +9,6 @@ from bossnas.spaces import create_space, list_spaces
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
-
-def run_cli(monkeypatch, capsys, *args):
-    from bossnas.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["bossnas", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def is_png(path):

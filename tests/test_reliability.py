@@ -28,14 +28,6 @@ from bossnas.utils.io import load_checkpoint, save_checkpoint
 QUICK = TINY + ["train.paths_per_step=2", "train.checkpoint_every=1", "search.bn_recalibration=false"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The machine is shared: one torch thread here, as in the subprocess runs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _bossnas(*args):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

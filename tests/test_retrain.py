@@ -1,10 +1,8 @@
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from conftest import bossnas, run_cli
 
 from bossnas.errors import BossNASError
 from bossnas.retrain import Retrainer, ema_decay_for, retrain_config, set_retrain_key
@@ -15,36 +13,8 @@ ARCH = "16:16:16:16:16"
 TINY = ["data.image_size=16", "train.epochs=4", "train.batch_size=64", "train.warmup_epochs=0.5", "train.eval_every=0"]
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny convolutions run as fast on one thread, and two threads crawl on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def bossnas(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "bossnas", *args], capture_output=True, text=True, env=env)
-
-
-def run_cli(monkeypatch, capsys, *args):
-    """``bossnas ARGS`` in this process (no interpreter start-up): (exit code, stdout, stderr)."""
-    from bossnas.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["bossnas", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.mark.slow
-def test_retrain_cli_learns_digits_and_refuses_to_overwrite(tmp_path, monkeypatch, capsys, one_thread):
+def test_retrain_cli_learns_digits_and_refuses_to_overwrite(tmp_path, monkeypatch, capsys):
     out = tmp_path / "r"
     code, stdout, stderr = run_cli(monkeypatch, capsys, "retrain", ARCH, *TINY, "--out", str(out), "--quiet")
     assert code == 0, stderr
@@ -69,7 +39,7 @@ def test_retrain_cli_learns_digits_and_refuses_to_overwrite(tmp_path, monkeypatc
     assert (out / "metrics.json").read_bytes() == before
 
 
-def test_interrupted_retrain_resumes_to_the_same_weights(tmp_path, one_thread):
+def test_interrupted_retrain_resumes_to_the_same_weights(tmp_path):
     overrides = ["data.image_size=16", "data.train_images=256", "train.epochs=3", "train.batch_size=64",
                  "train.eval_every=0"]
     config, _ = retrain_config(ARCH, overrides, out=tmp_path / "full")
