@@ -270,7 +270,7 @@ def make_plots(out: Path, ratings, official, truth, tables, official_table: dict
             ax.set_yticks(range(8), widths)
             ax.set_xlabel(f"layer {2 * block + 2} width")
             ax.set_ylabel(f"layer {2 * block + 1} width")
-            ax.set_title(f"block {block} ratings, {title} (darker = better)")
+            ax.set_title(f"block {block} ratings, {title} (lighter = lower = better)")
             fig.colorbar(im, ax=ax)
     fig.tight_layout()
     fig.savefig(out / "block_heatmaps.png", dpi=120)

@@ -333,10 +333,11 @@ def presets() -> None:
 
 @app.command()
 def show(
-    arch: str = typer.Argument(..., help="architecture string (64:40:48:64:56, nats-sss/64:40:48:64:56) or model name (bossnet-t0)"),
+    arch: str = typer.Argument(..., help="architecture string (64:40:48:64:56, nats-sss/64:40:48:64:56), model name "
+                               "(bossnet-t0), or a search's best_arch.json / run folder"),
     space: str | None = SpaceOpt,
     image_size: int | None = typer.Option(None, "--image-size", help="input side (default: the model's or the space's)"),
-    in_channels: int = typer.Option(3, "--in-channels"),
+    in_channels: int | None = typer.Option(None, "--in-channels", help="default: the model's, else 3"),
     num_classes: int | None = typer.Option(None, "--num-classes", help="default: the named model's, else 10"),
     plot: Path | None = typer.Option(None, "--plot", help="also draw the architecture into this .png/.pdf/.svg"),
 ) -> None:
@@ -350,8 +351,10 @@ def show(
 
         plot_kind(plot)
     spec = resolve_model(arch, space)
+    in_channels = spec.in_channels if in_channels is None else in_channels
     named = spec.name in {m.name for m in list_models()}
-    num_classes = num_classes if num_classes is not None else (spec.num_classes if named else 10)
+    from_record = arch.endswith(".json") or Path(arch).expanduser().is_dir()
+    num_classes = num_classes if num_classes is not None else (spec.num_classes if named or from_record else 10)
     try:
         s = create_space(spec.space, in_channels=in_channels, image_size=image_size or spec.image_size,
                          num_classes=num_classes, **spec.space_options)

@@ -30,6 +30,7 @@ class ModelSpec:
     #: input side the published numbers refer to
     image_size: int | None = None
     num_classes: int = 1000
+    in_channels: int = 3
 
 
 _MODELS: dict[str, ModelSpec] = {}
@@ -52,11 +53,32 @@ def list_models() -> list[ModelSpec]:
     return [_MODELS[k] for k in sorted(_MODELS)]
 
 
+def spec_from_record(path: str | Path) -> ModelSpec:
+    """The architecture a search chose: a ``best_arch.json`` or the run folder holding one."""
+    from bossnas.search.report import read_best_arch
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        if not (path / "best_arch.json").is_file():
+            raise BossNASError(f"folder '{path}' holds no best_arch.json; finish the search with `bossnas search {path}`")
+        path = path / "best_arch.json"
+    record = read_best_arch(path)
+    shape = record.get("input") if isinstance(record.get("input"), list) and len(record["input"]) == 3 else [3, None, None]
+    return ModelSpec(
+        name=f"{record['space']}/{record['arch']}", space=str(record["space"]), arch=str(record["arch"]),
+        space_options=dict(record.get("space_options") or {}), image_size=shape[1],
+        num_classes=int(record.get("num_classes", 10)), in_channels=int(shape[0]),
+    )
+
+
 def resolve_model(name: str, space: str | None = None) -> ModelSpec:
-    """A registered name, ``space/arch``, or a bare architecture string (the first space that parses it)."""
+    """A registered name, ``space/arch``, a bare architecture string (the first space that
+    parses it), or a search's ``best_arch.json`` / run folder."""
     _load_builtin()
     if name in _MODELS:
         return _MODELS[name]
+    if name.endswith(".json") or Path(name).expanduser().is_dir():
+        return spec_from_record(name)
     if "/" in name:
         space, name = name.split("/", 1)
     candidates = [space] if space else list_spaces()
@@ -77,7 +99,7 @@ def resolve_model(name: str, space: str | None = None) -> ModelSpec:
 def create_model(
     name: str,
     num_classes: int | None = None,
-    in_channels: int = 3,
+    in_channels: int | None = None,
     image_size: int | None = None,
     pretrained_path: str | Path | None = None,
     space: str | None = None,
@@ -89,6 +111,7 @@ def create_model(
     The returned module carries ``model.bossnas_spec`` (space, arch, input, classes).
     """
     spec = resolve_model(name, space)
+    in_channels = spec.in_channels if in_channels is None else in_channels
     options = {**spec.space_options, **space_options}
     classes = num_classes if num_classes is not None else spec.num_classes
     size = image_size or spec.image_size

@@ -561,7 +561,7 @@ class Retrainer:
                 mean_loss = float(loss_sum) / (step + 1 - first)
                 if not math.isfinite(mean_loss):
                     raise BossNASError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; the last good checkpoint is "
-                                       f"'{self.out_dir / CHECKPOINT}'; lower train.lr and resume")
+                                       f"'{self.out_dir / CHECKPOINT}'; start over with --force and a lower train.lr")
                 bar.update(step + 1, loss=mean_loss, lr=f"{lr:.3g}")
             if self._stop.is_set():
                 break

@@ -1,5 +1,7 @@
+import json
 
 import pytest
+import torch
 from conftest import run_cli
 
 from bossnas.errors import BossNASError
@@ -74,3 +76,21 @@ def test_models_command(monkeypatch, capsys):
     assert "nats-sss/" in out
     for spec in list_models():
         assert spec.name in out
+
+
+def test_show_and_create_model_read_a_search_record(tmp_path, monkeypatch, capsys):
+    from bossnas.models import create_model
+
+    record = {"space": "nats-sss", "arch": "16:24:8:8:32", "input": [1, 12, 12], "num_classes": 7,
+              "space_options": {}, "rating": 0.5}
+    (tmp_path / "best_arch.json").write_text(json.dumps(record))
+    code, out, err = run_cli(monkeypatch, capsys, "show", str(tmp_path))
+    assert code == 0, err
+    assert out.startswith("nats-sss 16:24:8:8:32  input 1x12x12, 7 classes")
+    model = create_model(str(tmp_path / "best_arch.json"))
+    assert model(torch.zeros(2, 1, 12, 12)).shape == (2, 7)
+    code, _, err = run_cli(monkeypatch, capsys, "show", str(tmp_path / "missing.json"))
+    assert code == 2 and "not found" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(monkeypatch, capsys, "show", str(tmp_path / "empty"))
+    assert code == 2 and "holds no best_arch.json" in err and len(err.strip().splitlines()) == 1
