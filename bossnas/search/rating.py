@@ -20,6 +20,34 @@ def _norm_layers(modules: Sequence[nn.Module]) -> list[nn.modules.batchnorm._Bat
     return [m for mod in modules for m in mod.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+def _reset_running_stats(norms: Sequence[nn.modules.batchnorm._BatchNorm]) -> None:
+    # one foreach call per kind of buffer: a supernet block holds one BatchNorm per width
+    # of every layer, and resetting them one by one cost more than some paths' forwards
+    tracked = [n for n in norms if n.track_running_stats and n.running_mean is not None]
+    if not tracked:
+        return
+    torch._foreach_zero_([n.running_mean for n in tracked] + [n.num_batches_tracked for n in tracked])
+    variances = [n.running_var for n in tracked]
+    torch._foreach_zero_(variances)
+    torch._foreach_add_(variances, 1.0)
+
+
+@torch.no_grad()
+def _recalibrate_norms(norms: Sequence[nn.modules.batchnorm._BatchNorm], forward: Callable[[torch.Tensor], object],
+                       batches: Sequence[torch.Tensor]) -> None:
+    """Reset and re-estimate the statistics of ``norms``; they are left in eval mode."""
+    _reset_running_stats(norms)
+    saved = [n.momentum for n in norms]
+    for n in norms:
+        n.momentum = None  # cumulative moving average: every batch weighs the same
+        n.train()
+    for batch in batches:
+        forward(batch)
+    for n, m in zip(norms, saved):
+        n.momentum = m
+        n.eval()
+
+
 @torch.no_grad()
 def recalibrate_bn(modules: Sequence[nn.Module], forward: Callable[[torch.Tensor], object], batches: Sequence[torch.Tensor]) -> None:
     """Reset the BatchNorm statistics in ``modules`` and re-estimate them as an exact average over ``batches``.
@@ -27,21 +55,14 @@ def recalibrate_bn(modules: Sequence[nn.Module], forward: Callable[[torch.Tensor
     Shared weights leave running statistics that belong to no single path; a few training
     batches along the path give it its own. Leaves the modules in eval mode.
     """
-    norms = _norm_layers(modules)
-    saved = [n.momentum for n in norms]
-    for n in norms:
-        n.reset_running_stats()
-        n.momentum = None  # cumulative moving average: every batch weighs the same
-        n.train()
-    for batch in batches:
-        forward(batch)
-    for n, m in zip(norms, saved):
-        n.momentum = m
     for mod in modules:
         mod.eval()
+    _recalibrate_norms(_norm_layers(modules), forward, batches)
 
 
 def _batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    if x.shape[0] <= batch_size:
+        return fn(x)
     return torch.cat([fn(chunk) for chunk in x.split(batch_size)])
 
 
@@ -55,22 +76,26 @@ def path_outputs(
     batch_size: int,
     bn_recalibration: bool = True,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    norms: Sequence[nn.modules.batchnorm._BatchNorm] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Target projections and normalised online predictions of one path, each ``[2, N, D]``.
 
     ``recal_features`` / ``rate_features`` are the inputs of the block (the frozen prefix
     already applied, once for all paths). BN statistics are first recalibrated along the path.
+    ``norms`` (the block's norm layers, with the block already in eval mode) lets a caller
+    rating many paths find them once instead of once per path.
     """
-    online_mods = model.online_block_modules(block)
-    target_mods = model.target_block_modules(block)
+    if norms is None:
+        modules = model.online_block_modules(block) + model.target_block_modules(block)
+        for mod in modules:
+            mod.eval()
+        norms = _norm_layers(modules)
     if bn_recalibration:
         def both(x: torch.Tensor) -> None:
             with autocast():
                 model.predict(x, block, path)
                 model.project_target(x, block, path)
-        recalibrate_bn(online_mods + target_mods, both, recal_features)
-    for mod in online_mods + target_mods:
-        mod.eval()
+        _recalibrate_norms(norms, both, recal_features)
     with autocast():
         # raw target projections: the population centre is their plain average, as in the
         # official ratings (the training ensemble, in contrast, averages normalised ones)
@@ -126,13 +151,17 @@ def rate_block(
     count = len(paths)
     if count == 0:
         return []
+    modules = model.online_block_modules(block) + model.target_block_modules(block)
+    for mod in modules:
+        mod.eval()
+    norms = _norm_layers(modules)
     centre_sum = None
     predictions = []
     for start in range(0, count, world):
         target = None
         if start + me < count:
             target, prediction = path_outputs(model, block, paths[start + me], recal_features, rate_features,
-                                              batch_size, bn_recalibration, autocast)
+                                              batch_size, bn_recalibration, autocast, norms)
             predictions.append(prediction)
         centre_sum = dist.add_round_(centre_sum, target, start, count) if world > 1 else (
             target if centre_sum is None else centre_sum.add_(target))
