@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -53,6 +54,23 @@ def timed(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
         times.append(time.perf_counter() - start)
     times.sort()
     return times[len(times) // 2]
+
+
+def interleaved(fn_a, fn_b, device: torch.device, rounds: int, warmup: bool = True) -> tuple[float, float, float]:
+    """Time ``fn_a`` and ``fn_b`` alternately (after one warm-up call each, unless the caller
+    warmed them): the medians of their times and of the per-round ratio a/b. Alternating
+    keeps a shared machine's drift out of the ratio."""
+    if warmup:
+        fn_a()
+        fn_b()
+    ta, tb, ratios = [], [], []
+    for _ in range(rounds):
+        a = timed(fn_a, device, 1, warmup=0)
+        b = timed(fn_b, device, 1, warmup=0)
+        ta.append(a)
+        tb.append(b)
+        ratios.append(a / b)
+    return statistics.median(ta), statistics.median(tb), statistics.median(ratios)
 
 
 def matmul_gflops(device: torch.device, dtype: torch.dtype) -> float:
@@ -119,12 +137,44 @@ def bench_block(space, block: int, args, device: torch.device, autocast) -> dict
         optimizer.zero_grad(set_to_none=True)
         ema_update_(target_params, online_params, 0.99)
 
+    # ---- reference: the unavoidable arithmetic on the same batch, as plain modules
+    v1, v2 = (prep(v) for v in augment(images, seeded_generator(3)))
+    with torch.no_grad(), autocast():
+        f1, f2 = model.forward_prefix(torch.cat([v1, v2]), best).chunk(2) if best else (v1, v2)
+    prev = best[-1] if best else None
+    pieces = []
+    for path in paths:
+        oh, th = model.online_heads[block], model.target_heads[block]
+        online = StandalonePath(model.online.materialize_block(block, path, prev), copy.deepcopy(oh.adapter),
+                                copy.deepcopy(oh.projector), copy.deepcopy(oh.predictor)).to(device).train()
+        target = StandalonePath(model.target.materialize_block(block, path, prev), copy.deepcopy(th[0]),
+                                copy.deepcopy(th[1]), None).to(device).train()
+        if args.channels_last:
+            online.to(memory_format=torch.channels_last)
+            target.to(memory_format=torch.channels_last)
+        pieces.append((online, target))
+    fixed = torch.randn(f1.shape[0], args.proj_dim, device=device)
+
+    def reference() -> None:
+        """The shared prefix once (both views), then per path: online forward+backward and
+        target forward, each view separately, as the step does."""
+        if best:
+            with torch.no_grad(), autocast():
+                model.forward_prefix(torch.cat([v1, v2]), best)
+        for online, target in pieces:
+            with autocast():
+                loss = sum((online(f).float() * fixed).sum() for f in (f1, f2))
+            loss.backward()
+            with torch.inference_mode(), autocast():
+                target(f1)
+                target(f2)
+
     state = copy.deepcopy(model.state_dict())
     result: dict = {"space": space.name, "block": block, "paths": len(space.block_paths(block)), "k": k, "batch": args.batch}
-    result["step_s"] = timed(train_step, device, args.repeats)
-    result["images_per_s"] = args.batch / result["step_s"]
+    step_s, reference_s, ratio = interleaved(train_step, reference, device, args.repeats)
+    result.update(step_s=step_s, images_per_s=args.batch / step_s, reference_s=reference_s, overhead_ratio=ratio)
     if block > 0:
-        result["naive_step_s"] = timed(lambda: train_step(False), device, args.repeats)
+        result["naive_step_s"] = timed(lambda: train_step(False), device, max(1, args.repeats // 2))
         result["prefix_sharing_speedup"] = result["naive_step_s"] / result["step_s"]
     model.load_state_dict(state)
 
@@ -135,42 +185,6 @@ def bench_block(space, block: int, args, device: torch.device, autocast) -> dict
     result["step_gflop"] = counter.get_total_flops() / 1e9
     result["achieved_gflops"] = result["step_gflop"] / result["step_s"]
 
-    # ---- reference: the unavoidable arithmetic, each piece alone on the same batch
-    v1, v2 = (prep(v) for v in augment(images, seeded_generator(3)))
-    with torch.no_grad(), autocast():
-        if best:
-            prefix_s = timed(lambda: model.forward_prefix(torch.cat([v1, v2]), best), device, args.repeats)
-            f1, f2 = model.forward_prefix(torch.cat([v1, v2]), best).chunk(2)
-        else:
-            prefix_s, (f1, f2) = 0.0, (v1, v2)
-    prev = best[-1] if best else None
-    online_total = target_total = 0.0
-    for path in paths:
-        oh, th = model.online_heads[block], model.target_heads[block]
-        online = StandalonePath(model.online.materialize_block(block, path, prev), copy.deepcopy(oh.adapter),
-                                copy.deepcopy(oh.projector), copy.deepcopy(oh.predictor)).to(device).train()
-        target = StandalonePath(model.target.materialize_block(block, path, prev), copy.deepcopy(th[0]),
-                                copy.deepcopy(th[1]), None).to(device).train()
-        if args.channels_last:
-            online.to(memory_format=torch.channels_last)
-            target.to(memory_format=torch.channels_last)
-        fixed = torch.randn(f1.shape[0], args.proj_dim, device=device)
-
-        def online_fb(online: nn.Module = online, fixed: torch.Tensor = fixed) -> None:
-            with autocast():
-                loss = sum((online(f).float() * fixed).sum() for f in (f1, f2))
-            loss.backward()
-
-        def target_f(target: nn.Module = target) -> None:
-            with torch.inference_mode(), autocast():
-                target(f1)
-                target(f2)
-
-        online_total += timed(online_fb, device, args.repeats)
-        target_total += timed(target_f, device, args.repeats)
-    reference = prefix_s + online_total + target_total
-    result.update(reference_s=reference, prefix_s=prefix_s, overhead_ratio=result["step_s"] / reference)
-
     # ---- rating a whole block vs the standalone forwards of all its paths
     all_paths = space.block_paths(block)
     if args.rate_paths:
@@ -179,7 +193,8 @@ def bench_block(space, block: int, args, device: torch.device, autocast) -> dict
     rate_images = torch.randint(0, 256, (n_rate,) + images.shape[1:], dtype=torch.uint8, device=device)
     recal_images = [torch.randint(0, 256, images.shape, dtype=torch.uint8, device=device)]
 
-    def rate(share_prefix: bool = True) -> None:
+    def rate(share_prefix: bool = True, paths: list | None = None) -> None:
+        paths = all_paths if paths is None else paths
         g = seeded_generator(4)
         views = [prep(v) for v in augment(rate_images, g)]
         recal = [prep(augment.view(x, g)) for x in recal_images]
@@ -189,52 +204,55 @@ def bench_block(space, block: int, args, device: torch.device, autocast) -> dict
                 recal_f = [pre(x) for x in recal]
                 rate_f = (pre(views[0]), pre(views[1]))
         if share_prefix:
-            rate_block(model, block, all_paths, recal_f, rate_f, batch_size=args.batch, autocast=autocast)
+            rate_block(model, block, paths, recal_f, rate_f, batch_size=args.batch, autocast=autocast)
         else:
-            for p in all_paths:  # naive: the prefix again for every path
+            for p in paths:  # naive: the prefix again for every path
                 with torch.no_grad(), autocast():
                     recal_f = [pre(x) for x in recal]
                     rate_f = (pre(views[0]), pre(views[1]))
                 rate_block(model, block, [p], recal_f, rate_f, batch_size=args.batch, autocast=autocast)
 
-    result["rate_s"] = timed(rate, device, 1, warmup=0)
-    result["rated_paths"] = len(all_paths)
     if block > 0 and args.naive_rating:
         result["naive_rate_s"] = timed(lambda: rate(False), device, 1, warmup=0)
-        result["rate_prefix_speedup"] = result["naive_rate_s"] / result["rate_s"]
     g = seeded_generator(4)
     views = [prep(v) for v in augment(rate_images, g)]
     recal = [prep(augment.view(x, g)) for x in recal_images]
-    with torch.no_grad(), autocast():
-        pre = (lambda x: model.forward_prefix(x, best)) if best else (lambda x: x)
-        start = time.perf_counter()
-        recal_f = [pre(x) for x in recal]
-        rate_f = (pre(views[0]), pre(views[1]))
-        sync(device)
-        ref = time.perf_counter() - start
-        for path in all_paths:
-            oh, th = model.online_heads[block], model.target_heads[block]
-            online = StandalonePath(model.online.materialize_block(block, path, prev), oh.adapter, oh.projector, oh.predictor).to(device)
-            target = StandalonePath(model.target.materialize_block(block, path, prev), th[0], th[1], None).to(device)
-            if args.channels_last:
-                online.to(memory_format=torch.channels_last)
-                target.to(memory_format=torch.channels_last)
-            sync(device)
-            start = time.perf_counter()
-            online.train()
-            target.train()
-            for x in recal_f:
-                online(x)
-                target(x)
-            online.eval()
-            target.eval()
-            for v in rate_f:
-                for chunk in v.split(args.batch):
-                    online(chunk)
-                    target(chunk)
-            sync(device)
-            ref += time.perf_counter() - start
-    result.update(rate_reference_s=ref, rate_ratio=result["rate_s"] / ref)
+    standalone = []
+    for path in all_paths:
+        oh, th = model.online_heads[block], model.target_heads[block]
+        online = StandalonePath(model.online.materialize_block(block, path, prev), oh.adapter, oh.projector, oh.predictor).to(device)
+        target = StandalonePath(model.target.materialize_block(block, path, prev), th[0], th[1], None).to(device)
+        if args.channels_last:
+            online.to(memory_format=torch.channels_last)
+            target.to(memory_format=torch.channels_last)
+        standalone.append((online, target))
+
+    @torch.no_grad()
+    def rate_reference() -> None:
+        """The prefix once for all images, then per path the standalone online and target
+        forwards: train mode on the recalibration batch, eval mode on both rating views."""
+        with autocast():
+            pre = (lambda x: model.forward_prefix(x, best)) if best else (lambda x: x)
+            recal_f = [pre(x) for x in recal]
+            rate_f = (pre(views[0]), pre(views[1]))
+            for online, target in standalone:
+                online.train()
+                target.train()
+                for x in recal_f:
+                    online(x)
+                    target(x)
+                online.eval()
+                target.eval()
+                for v in rate_f:
+                    for chunk in v.split(args.batch):
+                        online(chunk)
+                        target(chunk)
+
+    rate(paths=all_paths[:2])  # warm-up: first-call costs (kernel selection for new shapes) are not rating's
+    rate_s, rate_ref_s, rate_ratio = interleaved(rate, rate_reference, device, args.rate_rounds, warmup=False)
+    result.update(rate_s=rate_s, rated_paths=len(all_paths), rate_reference_s=rate_ref_s, rate_ratio=rate_ratio)
+    if "naive_rate_s" in result:
+        result["rate_prefix_speedup"] = result["naive_rate_s"] / rate_s
     result["peak_memory_mb"] = peak_memory_mb(device)
     return result
 
@@ -251,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=None)
     parser.add_argument("--hidden-dim", type=int, default=512)
     parser.add_argument("--proj-dim", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of step vs reference")
+    parser.add_argument("--rate-rounds", type=int, default=3, help="interleaved rounds of rating vs reference")
     parser.add_argument("--rate-images", type=int, default=128)
     parser.add_argument("--rate-paths", type=int, default=0, help="rate only the first N paths of a block (0 = all)")
     parser.add_argument("--naive-rating", action="store_true", help="also time rating with the prefix recomputed per path")

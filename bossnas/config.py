@@ -75,7 +75,6 @@ class TrainConfig:
     #: auto (bf16 autocast on CUDA only) | bf16 | off
     amp: str = "auto"
     channels_last: bool = False
-    compile: bool = False
     #: also write a checkpoint every N steps inside an epoch (0: only at epoch ends)
     checkpoint_every: int = 0
 
@@ -118,7 +117,6 @@ class RunConfig:
         d["data"].pop("workers")
         d["data"].pop("download")
         d["train"].pop("checkpoint_every")
-        d["train"].pop("compile")
         d.pop("search")
         return d
 
