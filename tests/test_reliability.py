@@ -20,7 +20,7 @@ from bossnas.data.datasets import FolderImageSet, _decode_all, load_data
 from bossnas.errors import BossNASError
 from bossnas.train import runner
 from bossnas.train.runner import BlockwiseSearch, read_table
-from bossnas.utils.io import load_checkpoint, save_checkpoint
+from bossnas.utils.io import CHECKSUM_MARKER, load_checkpoint, save_checkpoint
 
 #: TINY with K=2 paths per step and a checkpoint after every step; rating without BN
 #: recalibration reads the BatchNorm statistics left by training, so a resume that lost any
@@ -169,20 +169,23 @@ def test_damaged_checkpoints_are_one_line_errors_naming_the_file(started):
         with pytest.raises(BossNASError, match="corrupt or truncated|not a bossnas checkpoint") as info:
             load_checkpoint(path)
         assert str(path) in str(info.value) and "\n" not in str(info.value), cut
-    for _ in range(12):  # flipped bytes (each load reads the whole 7 MB): an error or (damage inside tensor data) a checkpoint
+    for _ in range(12):  # flipped bits anywhere, tensor data included: the checksum catches every one
         data = bytearray(good)
         for _ in range(rng.randint(1, 8)):
             data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
         path.write_bytes(bytes(data))
-        try:
-            assert load_checkpoint(path)["format"] == "bossnas-checkpoint-v1"
-        except BossNASError as exc:
-            assert str(path) in str(exc) and "\n" not in str(exc)
+        with pytest.raises(BossNASError, match="corrupt or truncated") as info:
+            load_checkpoint(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+    path.write_bytes(good)
+    assert load_checkpoint(path)["format"] == "bossnas-checkpoint-v1"
+    path.write_bytes(good[len(CHECKSUM_MARKER) + 32:])  # written before checksums: still loads
+    assert load_checkpoint(path)["format"] == "bossnas-checkpoint-v1"
     path.write_bytes(good[: len(good) // 3])
     res = subprocess.run([sys.executable, "-m", "bossnas", "run", "--resume", "--out", str(run_dir)],
                          capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
-        f"error: checkpoint '{path}' is corrupt or truncated (RuntimeError); delete it or restore a copy"]
+        f"error: checkpoint '{path}' is corrupt or truncated (checksum mismatch); delete it or restore a copy"]
 
 
 def test_resume_refuses_another_space_config_or_data(started):
