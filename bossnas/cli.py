@@ -342,7 +342,7 @@ def show(
     plot: Path | None = typer.Option(None, "--plot", help="also draw the architecture into this .png/.pdf/.svg"),
 ) -> None:
     """Layers, parameters and FLOPs of one architecture or named model (and a picture with --plot)."""
-    from bossnas.models import list_models, resolve_model
+    from bossnas.models import is_search_record, list_models, resolve_model
     from bossnas.search.costs import arch_cost
     from bossnas.spaces import create_space
 
@@ -353,8 +353,7 @@ def show(
     spec = resolve_model(arch, space)
     in_channels = spec.in_channels if in_channels is None else in_channels
     named = spec.name in {m.name for m in list_models()}
-    from_record = arch.endswith(".json") or Path(arch).expanduser().is_dir()
-    num_classes = num_classes if num_classes is not None else (spec.num_classes if named or from_record else 10)
+    num_classes = num_classes if num_classes is not None else (spec.num_classes if named or is_search_record(arch) else 10)
     try:
         s = create_space(spec.space, in_channels=in_channels, image_size=image_size or spec.image_size,
                          num_classes=num_classes, **spec.space_options)

@@ -53,6 +53,11 @@ def list_models() -> list[ModelSpec]:
     return [_MODELS[k] for k in sorted(_MODELS)]
 
 
+def is_search_record(name: str) -> bool:
+    """Whether ``name`` points at a search's ``best_arch.json`` or run folder."""
+    return name.endswith(".json") or Path(name).expanduser().is_dir()
+
+
 def spec_from_record(path: str | Path) -> ModelSpec:
     """The architecture a search chose: a ``best_arch.json`` or the run folder holding one."""
     from bossnas.search.report import read_best_arch
@@ -77,7 +82,7 @@ def resolve_model(name: str, space: str | None = None) -> ModelSpec:
     _load_builtin()
     if name in _MODELS:
         return _MODELS[name]
-    if name.endswith(".json") or Path(name).expanduser().is_dir():
+    if is_search_record(name):
         return spec_from_record(name)
     if "/" in name:
         space, name = name.split("/", 1)

@@ -60,6 +60,14 @@ def recalibrate_bn(modules: Sequence[nn.Module], forward: Callable[[torch.Tensor
     _recalibrate_norms(_norm_layers(modules), forward, batches)
 
 
+def _block_norms_in_eval(model: SiameseSupernet, block: int) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Put the block's online and target modules in eval mode; return their norm layers."""
+    modules = model.online_block_modules(block) + model.target_block_modules(block)
+    for mod in modules:
+        mod.eval()
+    return _norm_layers(modules)
+
+
 def _batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int) -> torch.Tensor:
     if x.shape[0] <= batch_size:
         return fn(x)
@@ -86,10 +94,7 @@ def path_outputs(
     rating many paths find them once instead of once per path.
     """
     if norms is None:
-        modules = model.online_block_modules(block) + model.target_block_modules(block)
-        for mod in modules:
-            mod.eval()
-        norms = _norm_layers(modules)
+        norms = _block_norms_in_eval(model, block)
     if bn_recalibration:
         def both(x: torch.Tensor) -> None:
             with autocast():
@@ -151,10 +156,7 @@ def rate_block(
     count = len(paths)
     if count == 0:
         return []
-    modules = model.online_block_modules(block) + model.target_block_modules(block)
-    for mod in modules:
-        mod.eval()
-    norms = _norm_layers(modules)
+    norms = _block_norms_in_eval(model, block)
     centre_sum = None
     predictions = []
     for start in range(0, count, world):
