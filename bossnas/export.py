@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from bossnas.errors import BossNASError
-from bossnas.models import create_model, load_weights
+from bossnas.models import create_model, load_weights, read_weights_file
 from bossnas.utils.io import atomic_write_bytes, atomic_write_json, load_checkpoint
 
 EXPORT_FORMAT = "bossnas-model-v1"
@@ -113,13 +113,7 @@ def model_from_weights(path: str | Path, arch: str | None = None, num_classes: i
 
 def read_bundle_spec(path: str | Path) -> dict | None:
     """The spec stored in a ``model.pt`` bundle, or None for a plain state dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise BossNASError(f"weights file '{path}' not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise BossNASError(f"cannot read weights '{path}' ({type(exc).__name__}); is it a state dict saved by bossnas?") from None
+    obj = read_weights_file(path)
     if isinstance(obj, dict) and obj.get("format") == EXPORT_FORMAT and isinstance(obj.get("spec"), dict):
         return obj["spec"]
     return None

@@ -134,15 +134,20 @@ def create_model(
     return model
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a state dict (or an export bundle holding ``state_dict``), with a clear error on mismatch."""
+def read_weights_file(path: str | Path) -> object:
+    """What a weights file (state dict or export bundle) holds, tensors only; one-line errors."""
     path = Path(path)
     if not path.is_file():
         raise BossNASError(f"weights file '{path}' not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise BossNASError(f"cannot read weights '{path}' ({type(exc).__name__}); is it a state dict saved by bossnas?") from None
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a state dict (or an export bundle holding ``state_dict``), with a clear error on mismatch."""
+    obj = read_weights_file(path)
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict):
         raise BossNASError(f"'{path}' holds no state dict")
