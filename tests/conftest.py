@@ -51,3 +51,44 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
         code = exc.code or 0
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def start_bossnas(*args: str) -> subprocess.Popen:
+    """``python -m bossnas ARGS`` in the background, in its own process group (so the
+    launcher of ``--nproc`` and its workers can be killed together)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "bossnas", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, start_new_session=True)
+
+
+@pytest.fixture
+def launched():
+    """Start `bossnas ...` with :func:`start_bossnas`; whatever is left of it is killed at the end."""
+    import signal
+
+    procs = []
+
+    def start(*args: str) -> subprocess.Popen:
+        procs.append(start_bossnas(*args))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+
+
+def standalone_and_supernet_features(space, supernet, arch, x: torch.Tensor, mode: str):
+    """(standalone model, its features, the supernet's features along the same path): a
+    fresh standalone build of ``arch`` loaded with the weights the supernet extracts, both
+    networks in ``mode``."""
+    fresh = space.build_standalone(arch)
+    fresh.load_state_dict(space.extract_standalone(supernet, arch).state_dict())  # same keys and shapes
+    getattr(supernet, mode)()
+    getattr(fresh, mode)()
+    with torch.no_grad():
+        h = x
+        for b, path in enumerate(arch):
+            h = supernet.forward_block(h, b, path)
+        return fresh, fresh.forward_features(x), h

@@ -5,8 +5,6 @@ identical to a single process, the batch shuffle, and `bossnas run --nproc` with
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -111,34 +109,12 @@ def test_two_processes_keep_identical_weights_and_rate_like_one(two_process_run,
     assert ckpt["world_size"] == WORLD and ckpt["sampler"]["per_process"] == 16
 
 
-def _bossnas(*args, **kwargs):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "bossnas", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, start_new_session=True, **kwargs)
-
-
 def _state(ckpt_path):
     try:
         s = load_checkpoint(ckpt_path)["state"]
     except BossNASError:
         return None
     return s["block"], s["phase"], s["epoch"], s["step"]
-
-
-@pytest.fixture
-def launched():
-    """Start `bossnas ...` in its own process group; whatever is left of it is killed at the end."""
-    procs = []
-
-    def start(*args):
-        procs.append(_bossnas(*args))
-        return procs[-1]
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its workers
-            proc.communicate()
 
 
 @pytest.mark.slow

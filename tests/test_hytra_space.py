@@ -4,6 +4,7 @@ import random
 
 import pytest
 import torch
+from conftest import standalone_and_supernet_features
 
 from bossnas.errors import BossNASError
 from bossnas.spaces import create_space, list_spaces
@@ -141,17 +142,8 @@ def test_standalone_matches_supernet_path(space, mode):
     supernet = space.build_supernet()
     randomize_(supernet)
     x = torch.randn(4, 3, 32, 32)
-    getattr(supernet, mode)()
     for arch in sample_archs(space, 3):
-        extracted = space.extract_standalone(supernet, arch)
-        fresh = space.build_standalone(arch)
-        fresh.load_state_dict(extracted.state_dict())  # same keys and shapes as a fresh build
-        getattr(fresh, mode)()
-        with torch.no_grad():
-            h = x
-            for b, path in enumerate(arch):
-                h = supernet.forward_block(h, b, path)
-            out = fresh.forward_features(x)
+        fresh, out, h = standalone_and_supernet_features(space, supernet, arch, x, mode)
         torch.testing.assert_close(out, h, rtol=1e-4, atol=1e-4)
         assert fresh(x).shape == (4, 5)
 

@@ -4,6 +4,7 @@ import random
 
 import pytest
 import torch
+from conftest import standalone_and_supernet_features
 
 from bossnas.errors import BossNASError
 from bossnas.search.costs import arch_cost
@@ -100,17 +101,9 @@ def test_standalone_matches_supernet_path(space, mode):
                 m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
                 m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    getattr(supernet, mode)()
     x = torch.randn(4, 3, 32, 32)
     for arch in sample_archs(space, 4):
-        fresh = space.build_standalone(arch)
-        fresh.load_state_dict(space.extract_standalone(supernet, arch).state_dict())
-        getattr(fresh, mode)()
-        with torch.no_grad():
-            h = x
-            for b, path in enumerate(arch):
-                h = supernet.forward_block(h, b, path)
-            out = fresh.forward_features(x)
+        fresh, out, h = standalone_and_supernet_features(space, supernet, arch, x, mode)
         torch.testing.assert_close(out, h, rtol=1e-4, atol=1e-4)
         assert fresh(x).shape == (4, 5)
 

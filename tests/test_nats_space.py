@@ -2,6 +2,7 @@ import itertools
 
 import pytest
 import torch
+from conftest import standalone_and_supernet_features
 
 from bossnas.errors import BossNASError
 from bossnas.search.costs import arch_cost
@@ -96,16 +97,7 @@ def test_standalone_matches_supernet_path(arch, mode):
             h = x * 2 + 0.5
             for b, path in enumerate(parsed):
                 h = supernet.forward_block(h, b, path)
-    getattr(supernet, mode)()
-    extracted = space.extract_standalone(supernet, parsed)
-    fresh = space.build_standalone(parsed)
-    fresh.load_state_dict(extracted.state_dict())  # the sliced weights fit the plain model exactly
-    getattr(fresh, mode)()
-    with torch.no_grad():
-        h = x
-        for b, path in enumerate(parsed):
-            h = supernet.forward_block(h, b, path)
-        out = fresh.forward_features(x)
+    fresh, out, h = standalone_and_supernet_features(space, supernet, parsed, x, mode)
     assert out.shape == h.shape
     torch.testing.assert_close(out, h, rtol=1e-5, atol=1e-5)
     assert fresh(x).shape == (6, 7)

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, start_bossnas
 
 from bossnas.config import load_config
 from bossnas.data.batches import iterate
@@ -27,28 +27,6 @@ from bossnas.utils.io import CHECKSUM_MARKER, load_checkpoint, save_checkpoint
 #: of them would show in the ratings
 QUICK = TINY + ["train.paths_per_step=2", "train.checkpoint_every=1", "search.bn_recalibration=false"]
 
-
-
-def _bossnas(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "bossnas", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
-
-
-@pytest.fixture
-def launched():
-    """Start `bossnas ...`; whatever still runs at the end of the test is killed."""
-    procs = []
-
-    def start(*args):
-        procs.append(_bossnas(*args))
-        return procs[-1]
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
 
 def _state(path):
@@ -81,7 +59,7 @@ def _results(run_dir):
 def reference(tmp_path_factory):
     """An uninterrupted run, started in the background; call it for its (tables, best)."""
     out = tmp_path_factory.mktemp("reference") / "run"
-    proc = _bossnas("run", *QUICK, "--out", str(out), "--quiet")
+    proc = start_bossnas("run", *QUICK, "--out", str(out), "--quiet")
 
     def result():
         _, err = proc.communicate(timeout=300)
