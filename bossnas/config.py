@@ -86,6 +86,9 @@ class SearchConfig:
     #: training batches used to recalibrate BatchNorm along each path
     recal_batches: int = 4
     bn_recalibration: bool = True
+    #: recalibrate the predictor's BatchNorm too (False: its statistics are reset to mean 0 /
+    #: variance 1 and left there during rating, as in the official code)
+    recalibrate_predictor: bool = True
     #: batch size of rating forwards (None: train.batch_size)
     batch_size: int | None = None
     max_flops: float | None = None

@@ -1,7 +1,8 @@
-"""The rating-accuracy benchmark pipeline runs end to end and its numbers are well-formed.
+"""The rating-accuracy benchmark pipeline runs end to end, over seeds, and its numbers are well-formed.
 
-No thresholds on the noisy figures of our own ratings: only that they exist and are valid.
-The baselines and the official ratings are deterministic, so those are checked exactly.
+No thresholds on the noisy figures of our own ratings: only that they exist, are valid and
+aggregate correctly over seeds. The baselines and the official ratings are deterministic, so
+those are checked exactly.
 """
 
 import importlib.util
@@ -10,43 +11,83 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("rating_nats", REPO / "benchmarks" / "rating_nats.py")
+    spec = importlib.util.spec_from_file_location("rating_bench", REPO / "benchmarks" / "rating.py")
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(REPO / "benchmarks"))
     spec.loader.exec_module(module)
     return module
 
 
+#: the smoke preset shrunk further: this checks the pipeline, not the figures
+TINY = ["--preset", "smoke", "--quiet", "--set", "data.train_images=128", "--set", "search.rate_images=32",
+        "--set", "data.image_size=8"]
+
+
 @pytest.mark.slow
-def test_rating_benchmark_smoke(shared_data, tmp_path):
+def test_rating_benchmark_over_seeds(shared_data, tmp_path):
     bench = _load_benchmark()
     data_dir = Path(os.environ.get("BOSSNAS_DATA", Path.home() / ".cache" / "bossnas-data"))
     out = tmp_path / "bench"
-    # the smoke preset, shrunk further: this checks the pipeline, not the figures
-    code = bench.main(["--preset", "smoke", "--data-dir", str(data_dir), "--out", str(out), "--quiet",
-                       "--set", "data.train_images=128", "--set", "search.rate_images=32", "--set", "data.image_size=8"])
-    assert code == 0
+    assert bench.main([*TINY, "--data-dir", str(data_dir), "--out", str(out), "--seeds", "0"]) == 0
+    first = json.loads((out / "seed-0" / "result.json").read_text())
+    # a second call with one more seed reuses seed 0 as it is and adds seed 1
+    assert bench.main([*TINY, "--data-dir", str(data_dir), "--out", str(out), "--seeds", "0,1"]) == 0
+    assert json.loads((out / "seed-0" / "result.json").read_text()) == first
     report = json.loads((out / "report.json").read_text())
-    rows = report["results"]
-    assert set(rows) == {"ours (BossNAS, this run)", "official BossNAS ratings", "sum of widths", "parameters", "FLOPs", "random"}
-    assert report["architectures"] == 32768
-    for name, r in rows.items():
-        for key in ("kendall", "spearman", "pearson", "decile_spearman"):
-            assert -1.0 <= r[key] <= 1.0, (name, key)
-        for budget in ("any", "25%", "50%"):
-            assert 79.0 <= r[f"pick_{budget}"] <= r[f"best_{budget}"] <= 93.65
-    official = rows["official BossNAS ratings"]
-    assert round(official["kendall"], 3) == 0.534 and round(official["spearman"], 3) == 0.734
-    widths = rows["sum of widths"]
-    assert round(widths["spearman"], 3) == 0.925 and round(widths["kendall"], 3) == 0.785
-    assert abs(rows["random"]["spearman"]) < 0.05
-    assert rows["ours (BossNAS, this run)"]["pick_any"] == report["chosen_accuracy"]
-    for name in ("report.md", "rating_vs_accuracy.png", "block_heatmaps.png"):
-        assert (out / name).stat().st_size > 0
-    assert "| official BossNAS ratings | 0.534 | 0.734 |" in (out / "report.md").read_text()
+    assert report["seeds"] == [0, 1] and report["architectures"] == 32768
+    seeds = report["ours"]["per_seed"]
+    assert [s["seed"] for s in seeds] == [0, 1]
+    for s in seeds:
+        a = s["archs"]
+        for key in ("kendall", "spearman", "pearson", "top10_kendall"):
+            assert -1.0 <= a[key] <= 1.0, key
+        assert set(a["decile"]) == {"log params", "FLOPs", "log width"}
+        for cost in ("FLOPs", "params"):
+            picks = a["picks"][cost]
+            assert [p["fraction"] for p in picks] == [0.1, 0.25, 0.5, 1.0]
+            for p in picks:
+                assert 79.0 <= p["picked"] <= p["best"] <= 93.65 and p["regret"] == pytest.approx(p["best"] - p["picked"])
+                assert p["cost_of_pick"] <= p["budget"]
+        assert s["chosen"]["accuracy"] == a["picks"]["FLOPs"][-1]["picked"]
+        assert [b["block"] for b in s["blocks"]] == [0, 1, 2]
+    # mean and sd over the two seeds are those of the per-seed figures
+    ms = report["ours"]["mean_sd"]
+    values = [s["archs"]["spearman"] for s in seeds]
+    assert ms["archs/spearman"]["mean"] == pytest.approx(np.mean(values))
+    assert ms["archs/spearman"]["sd"] == pytest.approx(np.std(values, ddof=1))
+    assert ms["blocks/0/partial/log width"]["n"] == 2
+    # deterministic rows: the official ratings and the width prior, exactly
+    official = report["baselines"]["official BossNAS ratings"]
+    assert round(official["archs"]["spearman"], 3) == 0.734 and round(official["archs"]["top10_kendall"], 2) == 0.09
+    assert [round(b["partial"]["log width"], 2) for b in official["blocks"]] == [0.67, 0.69, -0.26]
+    widths = report["baselines"]["sum of log widths"]["archs"]
+    assert round(widths["spearman"], 3) == 0.952 and round(widths["top10_kendall"], 2) == 0.46
+    assert round(widths["decile"]["log width"], 2) == 0.38
+    assert abs(report["baselines"]["random"]["archs"]["spearman"]) < 0.05
+    # every architecture's rating is written, for bossnas correlate
+    lines = (out / "seed-1" / "ratings.csv").read_text().splitlines()
+    assert lines[0] == "arch,rating" and len(lines) == 32769
+    assert (out / "costs.csv").read_text().splitlines()[0] == "arch,params,flops"
+    md = (out / "report.md").read_text()
+    assert "| official BossNAS ratings | 0.734 | 0.534 |" in md and "± " in md
+
+
+@pytest.mark.slow
+def test_rating_benchmark_one_block(shared_data, tmp_path):
+    """--blocks 1 trains and rates block 0 only and reports its per-block figures."""
+    bench = _load_benchmark()
+    data_dir = Path(os.environ.get("BOSSNAS_DATA", Path.home() / ".cache" / "bossnas-data"))
+    out = tmp_path / "one"
+    assert bench.main([*TINY, "--data-dir", str(data_dir), "--out", str(out), "--blocks", "1"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    (seed,) = report["ours"]["per_seed"]
+    assert [b["block"] for b in seed["blocks"]] == [0] and "archs" not in seed
+    assert len(seed["best_paths"]) == 1
+    assert -1 <= seed["blocks"][0]["partial"]["log params"] <= 1

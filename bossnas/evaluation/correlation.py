@@ -17,6 +17,12 @@ import numpy as np
 from scipy import stats
 
 from bossnas.errors import BossNASError
+from bossnas.evaluation.size_controlled import (
+    BlockAccuracy,
+    block_accuracy,
+    path_marginals,
+    size_controlled,
+)
 
 #: score columns whose smaller values are better
 LOWER_IS_BETTER = ("loss", "rating", "error", "latency")
@@ -94,66 +100,209 @@ def _pick(header: list[str], wanted: str | None, candidates: tuple[str, ...], pa
     for c in candidates:
         if c in header:
             return c
-    raise BossNASError(f"'{path}' has no {what} column ({' / '.join(candidates)}); its columns are {', '.join(header)}; name it with --{what}-col")
+    # only the score and truth columns have an option; the architecture column must be named arch
+    fix = f"name it with --{what}-col" if what in ("score", "truth") else f"name the column {candidates[0]!r}"
+    raise BossNASError(f"'{path}' has no {what} column ({' / '.join(candidates)}); its columns are {', '.join(header)}; {fix}")
 
 
-def load_scores(path: str | Path, column: str | None = None, separator: str = ":") -> tuple[dict[str, float], str]:
+@dataclass(frozen=True)
+class ScoreTable:
+    """Scores of architectures, read from an ``arch,<score>`` table or a block table.
+
+    A block table also keeps each block's path scores (``blocks[k][path]``) and the paths each
+    architecture goes through (``arch_paths[arch]``), for the per-block figures.
+    """
+
+    scores: dict[str, float]
+    column: str
+    blocks: list[dict[str, float]] | None = None
+    arch_paths: dict[str, tuple[str, ...]] | None = None
+
+
+def _refuse_duplicate(seen: dict, key, line: int, path, what: str) -> None:
+    if key in seen:
+        raise BossNASError(f"'{path}' line {line}: {what} already appears on line {seen[key]}; "
+                           "each may appear once (remove or merge the duplicate rows)")
+    seen[key] = line
+
+
+def read_score_table(path: str | Path, column: str | None = None, separator: str = ":") -> ScoreTable:
     """Scores per architecture from either an ``arch,<score>`` table or a block table.
 
     A block table (``block,path|widths,<score>``, like the rating tables of a run or the
     official BossNAS file) gives every combination of one path per block, scored by the
-    sum of its block scores. Returns the scores and the score column's name.
+    sum of its block scores. A repeated architecture (or block path) is refused with both
+    line numbers: silently keeping one of them changes every correlation.
     """
     header, rows = _read_rows(path)
     score_col = _pick(header, column, SCORE_COLUMNS, path, "score")
     if "block" in header and any(c in header for c in PATH_COLUMNS):
         path_col = next(c for c in PATH_COLUMNS if c in header)
         blocks: dict[int, dict[str, float]] = {}
+        seen: dict = {}
         for i, r in enumerate(rows, start=2):
             b = int(_number(r.get("block", ""), path, i, "block"))
             if not r.get(path_col):
                 raise BossNASError(f"'{path}' line {i}: empty '{path_col}'")
+            _refuse_duplicate(seen, (b, r[path_col]), i, path, f"block {b} path '{r[path_col]}'")
             blocks.setdefault(b, {})[r[path_col]] = _number(r.get(score_col, ""), path, i, score_col)
         order = sorted(blocks)
         if order != list(range(len(order))):
             raise BossNASError(f"'{path}': blocks must be numbered 0..N-1, got {order}")
         if math.prod(len(blocks[b]) for b in order) > 5_000_000:
             raise BossNASError(f"'{path}': too many block combinations to list")
-        scores = {}
+        scores, arch_paths = {}, {}
         for combo in itertools.product(*(blocks[b].items() for b in order)):
-            scores[separator.join(p for p, _ in combo)] = sum(s for _, s in combo)
-        return scores, score_col
+            arch = separator.join(p for p, _ in combo)
+            scores[arch] = sum(s for _, s in combo)
+            arch_paths[arch] = tuple(p for p, _ in combo)
+        return ScoreTable(scores, score_col, [blocks[b] for b in order], arch_paths)
     arch_col = _pick(header, None, ARCH_COLUMNS, path, "arch")
     scores = {}
+    seen = {}
     for i, r in enumerate(rows, start=2):
         if not r.get(arch_col):
             raise BossNASError(f"'{path}' line {i}: empty '{arch_col}'")
+        _refuse_duplicate(seen, r[arch_col], i, path, f"architecture '{r[arch_col]}'")
         scores[r[arch_col]] = _number(r.get(score_col, ""), path, i, score_col)
-    return scores, score_col
+    return ScoreTable(scores, score_col)
+
+
+def load_scores(path: str | Path, column: str | None = None, separator: str = ":") -> tuple[dict[str, float], str]:
+    """Scores per architecture and the score column's name (see :func:`read_score_table`)."""
+    table = read_score_table(path, column, separator)
+    return table.scores, table.column
 
 
 def load_truth(path: str | Path, column: str | None = None) -> dict[str, float]:
     header, rows = _read_rows(path)
     arch_col = _pick(header, None, ARCH_COLUMNS, path, "arch")
     truth_col = _pick(header, column, ("test_accuracy", "accuracy", "top1", "acc"), path, "truth")
-    out = {}
+    out: dict[str, float] = {}
+    seen: dict = {}
     for i, r in enumerate(rows, start=2):
         if not r.get(arch_col):
             raise BossNASError(f"'{path}' line {i}: empty '{arch_col}'")
+        _refuse_duplicate(seen, r[arch_col], i, path, f"architecture '{r[arch_col]}'")
         out[r[arch_col]] = _number(r.get(truth_col, ""), path, i, truth_col)
     return out
 
 
-def correlate_files(scores_path: str | Path, truth_path: str | Path, score_col: str | None = None,
-                    truth_col: str | None = None, lower_is_better: bool | None = None) -> Correlation:
-    scores, used_col = load_scores(scores_path, score_col)
-    truth = load_truth(truth_path, truth_col)
+def load_costs(path: str | Path) -> dict[str, dict[str, float]]:
+    """Cost columns of an ``arch,<cost>,...`` table: cost name -> arch -> value.
+
+    Every column but the architecture's is a cost (``params``, ``flops``, ``madds``,
+    ``latency_ms`` ...); values must be positive numbers (budgets are fractions of the largest).
+    """
+    header, rows = _read_rows(path)
+    arch_col = _pick(header, None, ARCH_COLUMNS, path, "arch")
+    names = [h for h in header if h != arch_col]
+    if not names:
+        raise BossNASError(f"'{path}' has no cost column besides '{arch_col}' (e.g. params, flops)")
+    costs: dict[str, dict[str, float]] = {n: {} for n in names}
+    seen: dict = {}
+    for i, r in enumerate(rows, start=2):
+        if not r.get(arch_col):
+            raise BossNASError(f"'{path}' line {i}: empty '{arch_col}'")
+        _refuse_duplicate(seen, r[arch_col], i, path, f"architecture '{r[arch_col]}'")
+        for n in names:
+            value = _number(r.get(n, ""), path, i, n)
+            if value <= 0:
+                raise BossNASError(f"'{path}' line {i}: column '{n}' holds {value!r}; costs must be > 0")
+            costs[n][r[arch_col]] = value
+    return costs
+
+
+def _common_archs(scores: dict, truth: dict, scores_path, truth_path) -> list[str]:
     common = sorted(set(scores) & set(truth))
     if len(common) < 3:
         raise BossNASError(
             f"only {len(common)} architectures appear in both '{scores_path}' and '{truth_path}'; "
             "check that both name architectures the same way"
         )
+    return common
+
+
+def _orientation(column: str, lower_is_better: bool | None) -> bool:
     if lower_is_better is None:
-        lower_is_better = any(word in used_col.lower() for word in LOWER_IS_BETTER)
+        return any(word in column.lower() for word in LOWER_IS_BETTER)
+    return lower_is_better
+
+
+def correlate_files(scores_path: str | Path, truth_path: str | Path, score_col: str | None = None,
+                    truth_col: str | None = None, lower_is_better: bool | None = None) -> Correlation:
+    scores, used_col = load_scores(scores_path, score_col)
+    truth = load_truth(truth_path, truth_col)
+    common = _common_archs(scores, truth, scores_path, truth_path)
+    lower_is_better = _orientation(used_col, lower_is_better)
     return correlate(np.array([scores[a] for a in common]), np.array([truth[a] for a in common]), lower_is_better)
+
+
+@dataclass(frozen=True)
+class RatingAccuracy:
+    """Everything ``bossnas correlate`` reports: overall, size-controlled and per-block figures."""
+
+    correlation: Correlation
+    #: see :func:`bossnas.evaluation.size_controlled.size_controlled`
+    size_controlled: dict
+    #: one entry per block (block tables only)
+    blocks: list[BlockAccuracy]
+    #: the architecture each budgeted pick chose, per cost
+    picked_archs: dict[str, list[str]]
+
+    def as_dict(self) -> dict:
+        out = self.correlation.as_dict()
+        out["size_controlled"] = self.size_controlled
+        for cost, archs in self.picked_archs.items():
+            for entry, arch in zip(out["size_controlled"]["picks"][cost], archs):
+                entry["arch"] = arch
+        out["blocks"] = [b.as_dict() for b in self.blocks]
+        return out
+
+
+def rating_accuracy_files(scores_path: str | Path, truth_path: str | Path, costs_path: str | Path | None = None,
+                          score_col: str | None = None, truth_col: str | None = None,
+                          lower_is_better: bool | None = None) -> RatingAccuracy:
+    """Overall, size-controlled and (for block tables) per-block rating accuracy from CSV files.
+
+    With ``costs_path`` (``arch,params,flops,...``) the within-size Spearman and the budgeted
+    picks are reported for every cost column, and each block's partial Spearman is taken after
+    the path's mean log cost (over the architectures through it).
+    """
+    truth_all = load_truth(truth_path, truth_col)
+    separator = ":" if any(":" in a for a in truth_all) else ""
+    table = read_score_table(scores_path, score_col, separator)
+    common = _common_archs(table.scores, truth_all, scores_path, truth_path)
+    lower = _orientation(table.column, lower_is_better)
+    sign = -1.0 if lower else 1.0
+    score = sign * np.array([table.scores[a] for a in common])
+    truth = np.array([truth_all[a] for a in common])
+    correlation = correlate(sign * score, truth, lower)
+    costs: dict[str, np.ndarray] = {}
+    if costs_path is not None:
+        for name, values in load_costs(costs_path).items():
+            missing = [a for a in common if a not in values]
+            if missing:
+                raise BossNASError(f"'{costs_path}' has no '{name}' for architecture '{missing[0]}' "
+                                   f"({len(missing)} of {len(common)} missing)")
+            costs[name] = np.array([values[a] for a in common])
+    summary = size_controlled(score, truth, costs)
+    picked = {name: [common[p["index"]] for p in picks] for name, picks in summary["picks"].items()}
+    blocks = _block_figures(table, common, truth, costs, sign) if table.blocks is not None else []
+    return RatingAccuracy(correlation, summary, blocks, picked)
+
+
+def _block_figures(table: ScoreTable, common: list[str], truth: np.ndarray, costs: dict[str, np.ndarray],
+                   sign: float) -> list[BlockAccuracy]:
+    assert table.blocks is not None and table.arch_paths is not None
+    figures = []
+    for b, block in enumerate(table.blocks):
+        paths = list(block)
+        index_of = {p: i for i, p in enumerate(paths)}
+        through = np.array([index_of[table.arch_paths[a][b]] for a in common])
+        if len(np.unique(through)) < len(paths):
+            continue  # a path with no ground truth: no marginal accuracy to compare with
+        marginal = path_marginals(through, truth, len(paths))
+        covariates = {f"log {name}": path_marginals(through, np.log(values), len(paths)) for name, values in costs.items()}
+        figures.append(block_accuracy(b, sign * np.array([block[p] for p in paths]), marginal, covariates))
+    return figures

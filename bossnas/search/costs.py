@@ -175,6 +175,16 @@ class BlockCostTable:
         return arch, total
 
 
+def cost_rows_csv(table: BlockCostTable, archs: list[Arch]) -> str:
+    """``arch,params,flops`` lines of the given architectures, the cost file ``bossnas correlate --costs`` reads."""
+    space = table.space
+    lines = ["arch,params,flops"]
+    for arch in archs:
+        cost = table.cost(arch)
+        lines.append(f"{space.format_arch(arch)},{int(cost.params)},{int(cost.flops)}")
+    return "\n".join(lines) + "\n"
+
+
 _COST_TABLES: dict[tuple, BlockCostTable] = {}
 
 

@@ -60,12 +60,22 @@ def recalibrate_bn(modules: Sequence[nn.Module], forward: Callable[[torch.Tensor
     _recalibrate_norms(_norm_layers(modules), forward, batches)
 
 
-def _block_norms_in_eval(model: SiameseSupernet, block: int) -> list[nn.modules.batchnorm._BatchNorm]:
-    """Put the block's online and target modules in eval mode; return their norm layers."""
+def _block_norms_in_eval(model: SiameseSupernet, block: int,
+                         recalibrate_predictor: bool = True) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Put the block's online and target modules in eval mode; return the norm layers to recalibrate.
+
+    Without ``recalibrate_predictor`` the predictor's norms are reset to mean 0 / variance 1
+    here and left out: in eval mode they then only apply their affine weights.
+    """
     modules = model.online_block_modules(block) + model.target_block_modules(block)
     for mod in modules:
         mod.eval()
-    return _norm_layers(modules)
+    norms = _norm_layers(modules)
+    if recalibrate_predictor:
+        return norms
+    predictor = _norm_layers([model.online_heads[block].predictor])
+    _reset_running_stats(predictor)
+    return [n for n in norms if all(n is not p for p in predictor)]
 
 
 def _batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -85,16 +95,18 @@ def path_outputs(
     bn_recalibration: bool = True,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     norms: Sequence[nn.modules.batchnorm._BatchNorm] | None = None,
+    recalibrate_predictor: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Target projections and normalised online predictions of one path, each ``[2, N, D]``.
 
     ``recal_features`` / ``rate_features`` are the inputs of the block (the frozen prefix
     already applied, once for all paths). BN statistics are first recalibrated along the path.
     ``norms`` (the block's norm layers, with the block already in eval mode) lets a caller
-    rating many paths find them once instead of once per path.
+    rating many paths find them once instead of once per path. ``recalibrate_predictor=False``
+    leaves the predictor's norms out of the recalibration (see :func:`rate_block`).
     """
     if norms is None:
-        norms = _block_norms_in_eval(model, block)
+        norms = _block_norms_in_eval(model, block, recalibrate_predictor)
     if bn_recalibration:
         def both(x: torch.Tensor) -> None:
             with autocast():
@@ -138,6 +150,7 @@ def rate_block(
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     progress: Callable[[int], None] | None = None,
     distributed: bool = False,
+    recalibrate_predictor: bool = True,
 ) -> list[float]:
     """The rating (lower is better) of each path of ``block``.
 
@@ -150,13 +163,14 @@ def rate_block(
     inputs) each process rates every world-th path; the centre is summed in path order and
     the ratings gathered, so every process returns exactly the single-process ratings.
     ``progress(done)`` is called once per round of paths on every process, so it may run
-    collectives (the runner checks for a stop request there).
+    collectives (the runner checks for a stop request there). ``recalibrate_predictor=False``
+    rates with the predictor's BatchNorm at mean 0 / variance 1, as the official code does.
     """
     world, me = (dist.world_size(), dist.rank()) if distributed else (1, 0)
     count = len(paths)
     if count == 0:
         return []
-    norms = _block_norms_in_eval(model, block)
+    norms = _block_norms_in_eval(model, block, recalibrate_predictor)
     centre_sum = None
     predictions = []
     for start in range(0, count, world):

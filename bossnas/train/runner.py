@@ -416,13 +416,17 @@ class BlockwiseSearch:
         return f"the last good checkpoint '{self.run_dir / CHECKPOINT}' is at {where}"
 
     # ------------------------------------------------------------------ the loop
-    def run(self) -> RunState:
-        """Train and rate every remaining block; returns the final state."""
+    def run(self, stop_after_block: int | None = None) -> RunState:
+        """Train and rate every remaining block; returns the final state.
+
+        ``stop_after_block=N`` stops once the first N blocks are rated (a per-block study of
+        the early blocks costs a fraction of a full run); a later ``run()`` continues.
+        """
         with contextlib.ExitStack() as stack:
             if not self.signals.installed:
                 stack.enter_context(self.signals)
             dist.broadcast_module_(self.model)  # every process starts from rank 0's weights
-            while self.state.phase != "done":
+            while self.state.phase != "done" and (stop_after_block is None or self.state.block < stop_after_block):
                 block = self.state.block
                 if self.state.phase == "train":
                     self.train_block(block)
@@ -597,6 +601,7 @@ class BlockwiseSearch:
                 self.model, block, paths, recal_feats, rate_feats,
                 batch_size=cfg.search.batch_size or cfg.train.batch_size,
                 bn_recalibration=cfg.search.bn_recalibration, autocast=self.autocast,
+                recalibrate_predictor=cfg.search.recalibrate_predictor,
                 progress=progress, distributed=self.world > 1,
             )
         except BaseException:
