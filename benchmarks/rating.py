@@ -110,6 +110,47 @@ def run_seed(space: str, preset: str, ablation: str, extra: dict, data_dir: Path
             "device": str(search.device)}
 
 
+def rerate_seed(trained: Path, overrides: dict, folder: Path, device: str, quiet: bool) -> dict:
+    """Rate every block of a finished run again with other rating settings (``search.*`` only).
+
+    A block's weights do not change after its training, and the frozen blocks before it keep
+    the BatchNorm statistics they had when it was rated, so each block is re-rated from the
+    run's final checkpoint, along the run's own best paths before it: exactly the ratings a
+    run with these rating settings would give for the same trained supernet (with the same
+    settings, the original tables come out; tested). Later blocks were trained on the run's
+    own choices, so this isolates the rating procedure from training.
+    """
+    from bossnas.config import set_key
+    from bossnas.search.rating import rate_block
+    from bossnas.train.runner import BlockwiseSearch, load_run
+
+    config, ckpt = load_run(trained)
+    fingerprint = config.fingerprint()
+    for key, value in overrides.items():
+        set_key(config, key, value)
+    if config.fingerprint() != fingerprint:
+        raise SystemExit(f"--rerate-from changes rating settings only (search.*); {sorted(overrides)} change training")
+    config.device = device
+    search = BlockwiseSearch(config, folder / "rerate", show_progress=not quiet)
+    state = ckpt["state"]
+    start = time.perf_counter()
+    tables = []
+    for block in range(len(state["tables"])):
+        search.model.load_state_dict(ckpt["model"])
+        search.state.best_paths = list(state["best_paths"][:block])
+        recal, rate = search.rating_inputs(block)
+        paths = search.space.block_paths(block)
+        cfg = config.search
+        ratings = rate_block(search.model, block, paths, recal, rate, cfg.batch_size or config.train.batch_size,
+                             cfg.bn_recalibration, search.autocast, recalibrate_predictor=cfg.recalibrate_predictor)
+        tables.append({search.space.format_path(p): r for p, r in zip(paths, ratings)})
+    rate_s = time.perf_counter() - start
+    best = [min(t, key=t.__getitem__) for t in tables]
+    return {"seed": config.seed, "tables": tables, "best_paths": best, "resumed": False, "rerated_from": str(trained),
+            "overrides": {"seed": config.seed, **overrides},
+            "timing": {"wall_s": rate_s, "train_s": 0.0, "rate_s": rate_s}, "device": str(search.device)}
+
+
 # ----------------------------------------------------------------------------- the space's archs
 class Universe:
     """Every architecture of the space at the ground truth's input size, with its costs and block paths."""
@@ -281,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--official", type=Path, default=NATS_OFFICIAL, help="official BossNAS block,widths,loss CSV (NATS)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default bench-out/rating-<space>-<preset>-<ablation>)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--rerate-from", type=Path, default=None, metavar="BENCH_OUT",
+                        help="re-rate the finished seeds of another benchmark folder with this ablation's rating "
+                             "settings (search.* only) instead of training")
     parser.add_argument("--fresh", action="store_true", help="start every seed over instead of reusing / resuming it")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -288,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     extra = dict(item.split("=", 1) for item in args.set)
-    suffix = "" if args.blocks is None else f"-blocks{args.blocks}"
+    suffix = ("" if args.blocks is None else f"-blocks{args.blocks}") + ("-rerated" if args.rerate_from else "")
     out = args.out or REPO / "bench-out" / f"rating-{args.space}-{args.preset}-{args.ablation}{suffix}"
     out.mkdir(parents=True, exist_ok=True)
     truth_path = args.truth if args.truth is not None else (NATS_TRUTH if args.space == "nats-sss" else None)
@@ -316,8 +360,12 @@ def main(argv: list[str] | None = None) -> int:
             result = json.loads(done.read_text())
         else:
             folder.mkdir(parents=True, exist_ok=True)
-            result = run_seed(args.space, args.preset, args.ablation, extra, data_dir, folder, args.device, seed,
-                              args.fresh, args.quiet, args.blocks)
+            if args.rerate_from is not None:
+                result = rerate_seed(args.rerate_from / f"seed-{seed}" / "run", {**ABLATIONS[args.ablation], **extra},
+                                     folder, args.device, args.quiet)
+            else:
+                result = run_seed(args.space, args.preset, args.ablation, extra, data_dir, folder, args.device, seed,
+                                  args.fresh, args.quiet, args.blocks)
             write_json(done, result)
         tables = result["tables"]
         figures = {"blocks": block_figures(u, tables, truth)}

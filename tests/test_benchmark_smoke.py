@@ -77,6 +77,20 @@ def test_rating_benchmark_over_seeds(shared_data, tmp_path):
     assert (out / "costs.csv").read_text().splitlines()[0] == "arch,params,flops"
     md = (out / "report.md").read_text()
     assert "| official BossNAS ratings | 0.734 | 0.534 |" in md and "± " in md
+    # re-rating the trained runs with the same rating settings gives their tables back exactly
+    again = tmp_path / "again"
+    assert bench.main([*TINY, "--data-dir", str(data_dir), "--out", str(again), "--seeds", "0,1",
+                       "--rerate-from", str(out)]) == 0
+    for seed in (0, 1):
+        original = json.loads((out / f"seed-{seed}" / "result.json").read_text())["tables"]
+        rerated = json.loads((again / f"seed-{seed}" / "result.json").read_text())["tables"]
+        assert rerated == original
+    # other rating settings change the ratings, not the trained weights
+    other = tmp_path / "other"
+    assert bench.main([*TINY, "--data-dir", str(data_dir), "--out", str(other), "--seeds", "0",
+                       "--rerate-from", str(out), "--ablation", "predictor-bn-fixed"]) == 0
+    changed = json.loads((other / "seed-0" / "result.json").read_text())["tables"]
+    assert changed[0].keys() == first["tables"][0].keys() and changed[0] != first["tables"][0]
 
 
 @pytest.mark.slow
