@@ -77,6 +77,10 @@ ABLATIONS: dict[str, dict[str, object]] = {
     "predictor-bn-fixed": {"search.recalibrate_predictor": False},
     # the same pixels per epoch as the cpu preset at 16x16: a quarter of the images at 32x32
     "input-32": {"data.image_size": 32, "data.train_images": 3072, "train.epochs": 2},
+    # BYOL's own augmentation (resized crop, colour jitter, greyscale): a harder pretext task
+    "strong-aug": {"data.augment": "imagenet"},
+    # three times the training per block (the cpu preset's 2 epochs -> 6; about 25 minutes a seed)
+    "epochs-6": {"train.epochs": 6},
 }
 
 SPACES = ("nats-sss", "nasbench-macro")
