@@ -135,6 +135,13 @@ def test_skip_becomes_projection_when_widths_differ(space):
     model = space.build_standalone(space.parse_arch("8:16:32:64:40"))
     cell = model.blocks[1][0]
     assert isinstance(cell.skip_3_0, torch.nn.Sequential)
+    # NATS-Bench's stride-1 factorised reduce: ReLU before the 1x1 conv, then BN
+    assert [type(m) for m in cell.skip_3_0] == [torch.nn.ReLU, torch.nn.Conv2d, torch.nn.BatchNorm2d]
+    x = torch.randn(2, 16, 4, 4)
+    cell.eval()
+    conv, bn = cell.skip_3_0[1], cell.skip_3_0[2]
+    assert torch.allclose(cell.skip_3_0(x), bn(conv(x.clamp(min=0))))
+    assert not torch.allclose(cell.skip_3_0(x), bn(conv(x)))
     same = space.build_standalone(space.parse_arch("8:16:16:64:64"))
     assert isinstance(same.blocks[1][0].skip_3_0, torch.nn.Identity)
     assert isinstance(same.blocks[2][0].skip_3_0, torch.nn.Identity)

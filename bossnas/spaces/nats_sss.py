@@ -5,7 +5,7 @@ then five layers [cell, residual reduction, cell, residual reduction, cell], BN-
 global pooling and a linear classifier. The cell is the best cell of the NATS topology
 space: node1 = conv(x0); node2 = conv(x0) + conv(x1); node3 = skip(x0) + conv(x1) + conv(x2),
 every conv ReLU-Conv3x3-BN. The stem has the width of the first layer; where a cell's input
-and output widths differ its skip is a 1x1 conv + BN (NATS-Bench's stride-1 factorised
+and output widths differ its skip is ReLU + 1x1 conv + BN (NATS-Bench's stride-1 factorised
 reduce). Each layer's width is searched in {8, 16, ..., 64}: 8^5 = 32,768 architectures,
 written like ``64:40:48:64:56``. Blocks for the search: layers (1,2), (3,4), (5).
 """
@@ -51,11 +51,9 @@ class Cell(nn.Module):
         self.conv_1_0 = relu_conv_bn(c_in, c_out, 3)
         self.conv_2_0 = relu_conv_bn(c_in, c_out, 3)
         self.conv_2_1 = relu_conv_bn(c_out, c_out, 3)
-        self.skip_3_0: nn.Module = (
-            nn.Identity()
-            if c_in == c_out
-            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
-        )
+        # NATS-Bench's stride-1 FactorizedReduce: ReLU, 1x1 conv, BN (the ReLU matters: the
+        # official BossNAS supernet and the benchmark's trained networks both apply it)
+        self.skip_3_0: nn.Module = nn.Identity() if c_in == c_out else relu_conv_bn(c_in, c_out, 1)
         self.conv_3_1 = relu_conv_bn(c_out, c_out, 3)
         self.conv_3_2 = relu_conv_bn(c_out, c_out, 3)
 
@@ -135,15 +133,15 @@ class SlimCell(nn.Module):
     def forward(self, x0: torch.Tensor, width: int) -> torch.Tensor:
         x1 = self.conv_1_0(x0, width)
         x2 = self.conv_2_0(x0, width) + self.conv_2_1(x1, width)
-        skip = x0 if x0.shape[1] == width else self.skip_bn(self.skip_conv(x0, width))
+        skip = x0 if x0.shape[1] == width else self.skip_bn(self.skip_conv(torch.relu(x0), width))
         return skip + self.conv_3_1(x1, width) + self.conv_3_2(x2, width)
 
     def export_into(self, dest: Cell) -> None:
         for name in ("conv_1_0", "conv_2_0", "conv_2_1", "conv_3_1", "conv_3_2"):
             getattr(self, name).export_into(getattr(dest, name))
         if isinstance(dest.skip_3_0, nn.Sequential):
-            copy_conv_(dest.skip_3_0[0], self.skip_conv)
-            copy_bn_(dest.skip_3_0[1], self.skip_bn)
+            copy_conv_(dest.skip_3_0[1], self.skip_conv)
+            copy_bn_(dest.skip_3_0[2], self.skip_bn)
 
 
 class SlimReduction(nn.Module):
