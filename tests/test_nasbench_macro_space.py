@@ -1,11 +1,10 @@
 import csv
 import itertools
-import json
 import random
 
 import pytest
 import torch
-from conftest import standalone_and_supernet_features
+from conftest import standalone_and_supernet_features, tiny_search
 
 from bossnas.errors import BossNASError
 from bossnas.models import create_model
@@ -145,24 +144,59 @@ def test_canonical_form(space):
     assert nats.canonical_arch(arch) == arch  # other spaces: every string is its own network
 
 
-def test_canonical_equivalents_share_costs_and_outputs(space, published):
-    """Strings with the same canonical form: equal published numbers, equal measured costs,
-    and with the same weights (by position of the non-identity ops) equal outputs."""
+def test_published_numbers_agree_within_canonical_groups(published):
     groups: dict[str, list[str]] = {}
     for text in published:
         groups.setdefault(_independent_canonical(text), []).append(text)
+    assert len(groups) == 3969
     assert all(len({published[t] for t in group}) == 1 for group in groups.values())
-    a, b = space.parse_arch("00102001"), space.parse_arch("00120010")
-    assert arch_cost(space, a) == arch_cost(space, b)
+
+
+def _skips_first(text: str) -> str:
+    """Per stage: the first digit, then the non-first identities, then the other ops in order."""
+    out, start = "", 0
+    for n in STAGES:
+        stage = text[start:start + n]
+        rest = stage[1:].replace("0", "")
+        out += stage[0] + "0" * (n - 1 - len(rest)) + rest
+        start += n
+    return out
+
+
+def _moved_weights(state: dict, arch, target) -> dict:
+    """``state`` of ``arch``'s standalone net renamed for ``target``, an arch with the same ops
+    of each stage in the same order: the non-first identities are skips and hold no weights,
+    so the k-th weighted layer of a stage moves to the k-th weighted layer of the target."""
+    moves = {}
+    for b, (path, other) in enumerate(zip(arch, target)):
+        stem = 1 if b == 0 else 0  # module 0 of block 0 is the stem
+        src = [i for i, c in enumerate(path) if i == 0 or c != "0"]
+        dst = [i for i, c in enumerate(other) if i == 0 or c != "0"]
+        moves.update({f"blocks.{b}.{i + stem}.": f"blocks.{b}.{j + stem}." for i, j in zip(src, dst)})
+    renamed = {}
+    for key, value in state.items():
+        prefix = ".".join(key.split(".")[:3]) + "."  # blocks.B.LAYER.
+        renamed[moves[prefix] + key[len(prefix):] if prefix in moves else key] = value
+    return renamed
+
+
+def test_canonical_equivalents_share_costs_and_outputs(space):
+    """Strings that differ only in where the non-first identities sit: equal parameters and
+    multiply-adds and, with the same weights, equal outputs (canonical form and skips-first)."""
+    texts = ["00102001", "01010101", "22020202"] + ["".join(random.Random(seed).choices(DIGITS, k=8)) for seed in range(6)]
     torch.manual_seed(0)
-    net_a, net_b = space.build_standalone(a).eval(), space.build_standalone(b).eval()
-    state = net_a.state_dict()
-    # the skips hold no weights: the op after a skip in net_a is the op before it in net_b
-    renamed = {k.replace("blocks.1.2.", "blocks.1.1.").replace("blocks.2.2.", "blocks.2.1."): v for k, v in state.items()}
-    net_b.load_state_dict(renamed)
     x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(net_a(x), net_b(x))
+    for text in texts:
+        arch = space.parse_arch(text)
+        net = space.build_standalone(arch).eval()
+        for other_text in (space.format_arch(space.canonical_arch(arch)), _skips_first(text)):
+            other = space.parse_arch(other_text)
+            assert arch_cost(space, other) == arch_cost(space, arch), (text, other_text)
+            twin = space.build_standalone(other).eval()
+            twin.load_state_dict(_moved_weights(net.state_dict(), arch, other))
+            with torch.no_grad():
+                torch.testing.assert_close(twin(x), net(x))
+    assert _skips_first("01120102") == "01102102" and space.format_arch(space.canonical_arch(space.parse_arch("00102001"))) == "00120010"
 
 
 # ------------------------------------------------------------------ supernet vs standalone
@@ -238,19 +272,10 @@ TINY_SEARCH = [
 
 @pytest.mark.slow
 def test_tiny_search_end_to_end(tmp_path):
-    from typer.testing import CliRunner
-
-    from bossnas.cli import app
-    from bossnas.train.runner import read_table
-
-    out = tmp_path / "run"
-    res = CliRunner().invoke(app, ["run", "--space", "nasbench-macro", *TINY_SEARCH, "--out", str(out), "--quiet"])
-    assert res.exit_code == 0, res.output + repr(res.exception)
-    record = json.loads((out / "best_arch.json").read_text())
+    record, tables = tiny_search(tmp_path / "run", "nasbench-macro", TINY_SEARCH)
     assert record["space"] == "nasbench-macro" and record["input"] == [1, 8, 8]  # grey digits
     s = create_space("nasbench-macro", in_channels=1, image_size=8, num_classes=10)
     arch = s.parse_arch(record["arch"])
-    tables = [read_table(out / f"block_{b}_ratings.csv") for b in range(3)]
     assert [len(t) for t in tables] == [9, 27, 27]
     assert {p for t in tables for p, _ in t} == {s.format_path(p) for b in s.blocks for p in s.block_paths(b.index)}
     assert [s.format_path(p) for p in arch] == [min(t, key=lambda row: row[1])[0] for t in tables]
