@@ -8,7 +8,7 @@ from conftest import standalone_and_supernet_features, tiny_search
 
 from bossnas.errors import BossNASError
 from bossnas.models import create_model
-from bossnas.search.costs import BlockCostTable, arch_cost, count_flops, count_params
+from bossnas.search.costs import arch_cost, cost_table, count_flops, count_params
 from bossnas.spaces import create_space, list_spaces
 
 DIGITS = ("0", "1", "2")
@@ -38,7 +38,7 @@ def test_every_published_params_and_madds_from_the_block_costs(space, published)
     """All 6,561 rows: each block path is counted once (stem in block 0, head in block 2)
     and an architecture's cost is the sum over its blocks, exactly as the table says."""
     assert len(published) == 6561 == space.num_architectures()
-    table = BlockCostTable(space)
+    table = cost_table(space)
     wrong = []
     for text, (params, madds) in published.items():
         cost = table.cost(space.parse_arch(text))
@@ -50,7 +50,7 @@ def test_every_published_params_and_madds_from_the_block_costs(space, published)
 def test_block_sums_equal_whole_create_model_networks(space, published):
     """The block sums above are the costs of create_model's whole network: both numbers for
     the extremes and a random sample, counted with the flop counter on the meta device."""
-    table = BlockCostTable(space)
+    table = cost_table(space)
     sample = ["00000000", "22222222", "02012100", "20020022"] + random.Random(0).sample(sorted(published), 40)
     example = torch.empty(1, 3, 32, 32, device="meta")
     for text in sample:
