@@ -79,6 +79,25 @@ def launched():
             proc.communicate()
 
 
+def tiny_search(out: Path, space: str, overrides: list[str]) -> tuple[dict, list[list[tuple[str, float]]]]:
+    """``bossnas run --space SPACE OVERRIDES --out OUT`` in this process, checked to succeed:
+    (its best_arch.json, the rating table of every block in block order)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from bossnas.cli import app
+    from bossnas.train.runner import read_table
+
+    res = CliRunner().invoke(app, ["run", "--space", space, *overrides, "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    record = json.loads((out / "best_arch.json").read_text())
+    tables = []
+    while (out / f"block_{len(tables)}_ratings.csv").is_file():
+        tables.append(read_table(out / f"block_{len(tables)}_ratings.csv"))
+    return record, tables
+
+
 def standalone_and_supernet_features(space, supernet, arch, x: torch.Tensor, mode: str):
     """(standalone model, its features, the supernet's features along the same path): a
     fresh standalone build of ``arch`` loaded with the weights the supernet extracts, both

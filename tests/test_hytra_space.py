@@ -1,10 +1,9 @@
 import itertools
-import json
 import random
 
 import pytest
 import torch
-from conftest import standalone_and_supernet_features
+from conftest import standalone_and_supernet_features, tiny_search
 
 from bossnas.errors import BossNASError
 from bossnas.spaces import create_space, list_spaces
@@ -230,18 +229,9 @@ TINY_SEARCH = [
 
 @pytest.mark.slow
 def test_tiny_search_end_to_end(tmp_path):
-    from typer.testing import CliRunner
-
-    from bossnas.cli import app
-    from bossnas.train.runner import read_table
-
-    out = tmp_path / "run"
-    res = CliRunner().invoke(app, ["run", "--space", "hytra", *TINY_SEARCH, "--out", str(out), "--quiet"])
-    assert res.exit_code == 0, res.output + repr(res.exception)
-    record = json.loads((out / "best_arch.json").read_text())
+    record, tables = tiny_search(tmp_path / "run", "hytra", TINY_SEARCH)
     assert record["space"] == "hytra" and record["space_options"] == {"width_mult": 0.0625}
     s = create_space("hytra", image_size=32, width_mult=0.0625)
     arch = s.parse_arch(record["arch"])  # a legal fabric path
-    tables = [read_table(out / f"block_{b}_ratings.csv") for b in range(4)]
     assert [len(t) for t in tables] == [43, 80, 16, 16]
     assert [s.format_path(p) for p in arch] == [min(t, key=lambda row: row[1])[0] for t in tables]

@@ -1,10 +1,9 @@
 import itertools
-import json
 import random
 
 import pytest
 import torch
-from conftest import standalone_and_supernet_features
+from conftest import standalone_and_supernet_features, tiny_search
 
 from bossnas.errors import BossNASError
 from bossnas.search.costs import arch_cost
@@ -156,19 +155,10 @@ TINY_SEARCH = [
 
 @pytest.mark.slow
 def test_tiny_search_end_to_end(tmp_path):
-    from typer.testing import CliRunner
-
-    from bossnas.cli import app
-    from bossnas.train.runner import read_table
-
-    out = tmp_path / "run"
-    res = CliRunner().invoke(app, ["run", "--space", "mbconv", *TINY_SEARCH, "--out", str(out), "--quiet"])
-    assert res.exit_code == 0, res.output + repr(res.exception)
-    record = json.loads((out / "best_arch.json").read_text())
+    record, tables = tiny_search(tmp_path / "run", "mbconv", TINY_SEARCH)
     assert record["space"] == "mbconv" and record["input"] == [1, 32, 32]  # grey digits
     s = create_space("mbconv", in_channels=1, image_size=32, num_classes=10, width_mult=0.125)
     arch = s.parse_arch(record["arch"])
-    tables = [read_table(out / f"block_{b}_ratings.csv") for b in range(5)]
     assert [len(t) for t in tables] == [16, 256, 256, 256, 256]
     assert [s.format_path(p) for p in arch] == [min(t, key=lambda row: row[1])[0] for t in tables]
     assert record["params"] == sum(p.numel() for p in s.build_standalone(arch).parameters())

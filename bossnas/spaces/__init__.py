@@ -44,7 +44,9 @@ def _import_builtin_spaces() -> None:
         importlib.import_module(module)
 
 
-_BUILTIN: tuple[str, ...] = ("bossnas.spaces.nats_sss", "bossnas.spaces.hytra", "bossnas.spaces.mbconv")
+_BUILTIN: tuple[str, ...] = (
+    "bossnas.spaces.nats_sss", "bossnas.spaces.hytra", "bossnas.spaces.mbconv", "bossnas.spaces.nasbench_macro",
+)
 
 __all__ = [
     "Arch",

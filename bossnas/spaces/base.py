@@ -292,6 +292,14 @@ class SearchSpace(ABC):
         """
         return path[-1]
 
+    def canonical_arch(self, arch: Arch) -> Arch:
+        """One representative of the architectures that build the same network.
+
+        Two architectures are the same network exactly when their canonical forms are equal;
+        by default every architecture is its own (``nasbench-macro`` overrides it).
+        """
+        return arch
+
     def describe_layers(self, arch: Arch) -> list[dict]:
         """One row per searchable layer, for `bossnas show`."""
         rows = []

@@ -82,14 +82,18 @@ class Head(nn.Sequential):
 
 
 class MBConvSupernet(SupernetBackbone):
-    """One MBConv per (layer, candidate); a path runs one candidate per layer."""
+    """One module per (layer, candidate); a path runs one candidate per layer.
+
+    Works for any space with ``build_stem()``, ``build_layer(layer, choice)`` and string
+    choices (``nasbench-macro`` reuses it).
+    """
 
     def __init__(self, space: MBConvSpace):
         super().__init__()
         self.space = space
         self.stem = space.build_stem()
         self.layers = nn.ModuleList(
-            nn.ModuleDict({name: space.build_layer(layer, name) for name in CANDIDATES})
+            nn.ModuleDict({name: space.build_layer(layer, name) for name in space.layer_choices(layer)})
             for layer in range(space.num_layers)
         )
 
