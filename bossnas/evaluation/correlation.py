@@ -94,7 +94,9 @@ def _pick(header: list[str], wanted: str | None, candidates: tuple[str, ...], pa
     for c in candidates:
         if c in header:
             return c
-    raise BossNASError(f"'{path}' has no {what} column ({' / '.join(candidates)}); its columns are {', '.join(header)}; name it with --{what}-col")
+    # --score-col / --truth-col exist; the architecture column has no option, only these names
+    fix = f"name the architecture column {candidates[0]}" if what == "arch" else f"name it with --{what}-col"
+    raise BossNASError(f"'{path}' has no {what} column ({' / '.join(candidates)}); its columns are {', '.join(header)}; {fix}")
 
 
 def load_scores(path: str | Path, column: str | None = None, separator: str = ":") -> tuple[dict[str, float], str]:
