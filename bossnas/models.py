@@ -88,7 +88,8 @@ def _folder_without_record(path: Path) -> str:
 
 def best_arch_path(path: Path) -> Path:
     """``path`` itself, or the best_arch.json in the folder ``path``; one line when it holds none."""
-    if not path.is_dir():
+    found = existing_path(path)  # a '.json' name too long to be a file is read (and refused) as one
+    if found is None or not found.is_dir():
         return path
     if not (path / "best_arch.json").is_file():
         raise BossNASError(_folder_without_record(path))

@@ -73,6 +73,7 @@ def test_in_memory_data_set_beyond_memory_is_one_line(monkeypatch):
 def test_arch_string_longer_than_a_file_name_is_one_line(tmp_path):
     assert existing_path(LONG_ARCH) is None and not is_search_record(LONG_ARCH)
     for call in (lambda: create_model(LONG_ARCH), lambda: resolve_model("nats-sss/" + LONG_ARCH),
+                 lambda: resolve_model(LONG_ARCH + ".json"),  # found by the fuzz campaign
                  lambda: resolve_arch_source(LONG_ARCH), lambda: resolve_arch_source(LONG_ARCH + ".json")):
         with pytest.raises(BossNASError) as info:
             call()
