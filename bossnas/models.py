@@ -139,10 +139,17 @@ def resolve_model(name: str, space: str | None = None) -> ModelSpec:
     raise BossNASError(f"'{name}' is neither a model name{hint} nor an architecture of any space; see `bossnas models`")
 
 
+def is_run_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a checkpoint.pt of a search or retrain (it starts with the checksum marker)."""
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(len(CHECKSUM_MARKER)) == CHECKSUM_MARKER
+
+
 def _file_is_no_architecture(path: Path) -> str:
     """What a file given where an architecture belongs is, and what to give instead."""
-    head = path.read_bytes()[: len(CHECKSUM_MARKER)] if path.is_file() else b""
-    if head == CHECKSUM_MARKER:
+    if is_run_checkpoint(path):
         return (f"'{path}' is a bossnas training checkpoint, not an architecture; give its run folder "
                 f"'{path.parent}' (a search's, holding best_arch.json)")
     if path.suffix in (".pt", ".pth", ".pt2", ".bin"):
@@ -201,10 +208,9 @@ def read_weights_file(path: str | Path) -> object:
     path = Path(path)
     if not path.is_file():
         raise BossNASError(f"weights file '{path}' not found")
-    with open(path, "rb") as f:
-        if f.read(len(CHECKSUM_MARKER)) == CHECKSUM_MARKER:
-            raise BossNASError(f"'{path}' is a bossnas run checkpoint (search or retrain), not weights; give the model.pt "
-                               "that `bossnas export RETRAIN_FOLDER` writes")
+    if is_run_checkpoint(path):
+        raise BossNASError(f"'{path}' is a bossnas run checkpoint (search or retrain), not weights; give the model.pt "
+                           "that `bossnas export RETRAIN_FOLDER` writes")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
