@@ -1,3 +1,3 @@
-from bossnas.cli import main
+from bossnas.entry import main
 
 main()

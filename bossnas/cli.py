@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -134,6 +135,8 @@ def _train(preset, overrides, space, data, data_dir, out, resume, force, device,
             f"({len(search.data.train)} train / {len(search.data.test)} held-out, {search.data.in_channels}x{search.data.image_size}x"
             f"{search.data.image_size}), device {search.device}, run folder {run_dir}"
         )
+        if search.data.note:  # how an image folder's channels and size were decided
+            console.print(search.data.note, soft_wrap=True)
         search.run()
     return search, config, run_dir, console
 
@@ -179,8 +182,9 @@ def _parse_budget(text: str | None, name: str) -> float | None:
         value = parse_number(text)
     except ValueError:
         raise BossNASError(f"{name} '{text}' is not a number (e.g. 100M, 3.4G, 5e8)") from None
-    if not value > 0:
-        raise BossNASError(f"{name} must be > 0, got '{text}'")
+    # inf would be written into best_arch.json as the invalid JSON token Infinity; no budget is no option
+    if not (value > 0 and math.isfinite(value)):
+        raise BossNASError(f"{name} must be a finite number > 0 (leave it out for no budget), got '{text}'")
     return value
 
 

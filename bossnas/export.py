@@ -173,7 +173,7 @@ def export_model(model: nn.Module, out_dir: str | Path, extra: dict | None = Non
         atomic_write_json(out_dir / SPEC_FILE, record)
     if program is not None:
         buffer = io.BytesIO()
-        torch.export.save(program, buffer, extra_files={PROGRAM_EXTRA: json.dumps(record)})
+        torch.export.save(program, buffer, extra_files={PROGRAM_EXTRA: json.dumps(record, allow_nan=False)})
         atomic_write_bytes(out_dir / PROGRAM_FILE, buffer.getvalue())
     diff = check_export(model, out_dir, names, atol)
     return Exported(out_dir, files, spec, diff)
@@ -199,4 +199,24 @@ def check_export(model: nn.Module, out_dir: Path, names: list[str], atol: float 
     return worst
 
 
-__all__ = ["Exported", "export_model", "load_exported", "model_from_retrain", "model_from_weights"]
+def ema_warning(run_dir: str | Path, weights: str | None) -> str | None:
+    """A warning when the default (EMA) weights test worse than the plain model's.
+
+    EMA is the default because over a full schedule it is as good or better; after a few
+    epochs the average still holds early weights and can be far worse (metrics.json has
+    both numbers). An explicit ``--weights`` choice is never second-guessed.
+    """
+    from bossnas.retrain import METRICS
+
+    path = Path(run_dir) / METRICS
+    if weights is not None or not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    ema, plain = metrics.get("test_ema"), metrics.get("test")
+    if not (isinstance(ema, dict) and isinstance(plain, dict)) or plain["top1"] <= ema["top1"]:
+        return None
+    return (f"exporting the EMA weights (test top-1 {ema['top1']:.2f}%), but the plain model tests better "
+            f"({plain['top1']:.2f}%); add --weights model to export it (or --weights ema to keep EMA silently)")
+
+
+__all__ = ["Exported", "ema_warning", "export_model", "load_exported", "model_from_retrain", "model_from_weights"]

@@ -16,6 +16,11 @@ from torch import nn
 
 from bossnas.errors import BossNASError, closest
 from bossnas.spaces import create_space, list_spaces
+from bossnas.utils.io import CHECKSUM_MARKER, existing_path
+
+#: what ``bossnas show`` / ``create_model`` accept, for messages that must say it
+ACCEPTED = ("an architecture string (e.g. nats-sss/64:40:48:64:56), a model name (see `bossnas models`) "
+            "or a search's best_arch.json / run folder")
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,8 @@ class ModelSpec:
 
 
 _MODELS: dict[str, ModelSpec] = {}
+#: the smallest input side (data.image_size has the same floor)
+MIN_IMAGE_SIZE = 4
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:
@@ -55,19 +62,45 @@ def list_models() -> list[ModelSpec]:
 
 def is_search_record(name: str) -> bool:
     """Whether ``name`` points at a search's ``best_arch.json`` or run folder."""
-    return name.endswith(".json") or Path(name).expanduser().is_dir()
+    path = existing_path(name)
+    return name.endswith(".json") or (path is not None and path.is_dir())
+
+
+def _is_retrain_folder(path: Path) -> bool:
+    """A ``bossnas retrain`` output: its config.yaml has no top-level ``space:`` (a search's does)."""
+    import re
+
+    config = path / "config.yaml"
+    text = config.read_text(errors="replace") if config.is_file() else ""
+    return (path / "metrics.json").is_file() or (bool(text) and re.search(r"^space:", text, re.MULTILINE) is None)
+
+
+def _folder_without_record(path: Path) -> str:
+    """What a folder holding no best_arch.json is, and what to give instead."""
+    if _is_retrain_folder(path):
+        parent = f"the search folder '{path.parent}'" if (path.parent / "best_arch.json").is_file() else "the search's run folder"
+        return (f"'{path}' is a `bossnas retrain` folder, not a search: show its architecture with {parent} "
+                f"(or its export: `bossnas export {path}` writes model.json naming it)")
+    if (path / "checkpoint.pt").is_file():
+        return f"folder '{path}' holds no best_arch.json; finish the search with `bossnas search {path}`"
+    return f"folder '{path}' holds no best_arch.json and no checkpoint.pt, so it is no search's run folder; give {ACCEPTED}"
+
+
+def best_arch_path(path: Path) -> Path:
+    """``path`` itself, or the best_arch.json in the folder ``path``; one line when it holds none."""
+    found = existing_path(path)  # a '.json' name too long to be a file is read (and refused) as one
+    if found is None or not found.is_dir():
+        return path
+    if not (path / "best_arch.json").is_file():
+        raise BossNASError(_folder_without_record(path))
+    return path / "best_arch.json"
 
 
 def spec_from_record(path: str | Path) -> ModelSpec:
     """The architecture a search chose: a ``best_arch.json`` or the run folder holding one."""
     from bossnas.search.report import read_best_arch
 
-    path = Path(path).expanduser()
-    if path.is_dir():
-        if not (path / "best_arch.json").is_file():
-            raise BossNASError(f"folder '{path}' holds no best_arch.json; finish the search with `bossnas search {path}`")
-        path = path / "best_arch.json"
-    record = read_best_arch(path)
+    record = read_best_arch(best_arch_path(Path(path).expanduser()))
     shape = record.get("input") if isinstance(record.get("input"), list) and len(record["input"]) == 3 else [3, None, None]
     return ModelSpec(
         name=f"{record['space']}/{record['arch']}", space=str(record["space"]), arch=str(record["arch"]),
@@ -80,10 +113,13 @@ def resolve_model(name: str, space: str | None = None) -> ModelSpec:
     """A registered name, ``space/arch``, a bare architecture string (the first space that
     parses it), or a search's ``best_arch.json`` / run folder."""
     _load_builtin()
+    if not isinstance(name, str) or not name.strip():
+        raise BossNASError(f"no architecture given ({name!r}); give {ACCEPTED}")
     if name in _MODELS:
         return _MODELS[name]
     if is_search_record(name):
         return spec_from_record(name)
+    path = existing_path(name)
     if "/" in name:
         space, name = name.split("/", 1)
     candidates = [space] if space else list_spaces()
@@ -95,10 +131,39 @@ def resolve_model(name: str, space: str | None = None) -> ModelSpec:
             return ModelSpec(name=f"{candidate}/{name}", space=candidate, arch=name)
         except BossNASError as exc:
             errors.append(str(exc))
+    if path is not None:  # parsed as nothing: say what the file is instead of why it is no architecture
+        raise BossNASError(_file_is_no_architecture(path))
     hint = closest(name, list(_MODELS))
     if len(errors) == 1:
         raise BossNASError(errors[0] + hint)
     raise BossNASError(f"'{name}' is neither a model name{hint} nor an architecture of any space; see `bossnas models`")
+
+
+def is_run_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a checkpoint.pt of a search or retrain (it starts with the checksum marker)."""
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(len(CHECKSUM_MARKER)) == CHECKSUM_MARKER
+
+
+def _file_is_no_architecture(path: Path) -> str:
+    """What a file given where an architecture belongs is, and what to give instead."""
+    if is_run_checkpoint(path):
+        return (f"'{path}' is a bossnas training checkpoint, not an architecture; give its run folder "
+                f"'{path.parent}' (a search's, holding best_arch.json)")
+    if path.suffix in (".pt", ".pth", ".pt2", ".bin"):
+        return (f"'{path}' is a weights file, not an architecture; for a `bossnas export` bundle give the 'name' "
+                "in the model.json next to it, else " + ACCEPTED)
+    return f"'{path}' is a file but not a best_arch.json; give {ACCEPTED}"
+
+
+def _check_count(name: str, value: object, minimum: int, optional: bool = False) -> None:
+    """An integer argument of create_model: one line instead of a 0-output head or a TypeError deep in torch."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise BossNASError(f"create_model: {name} must be an integer >= {minimum}{' or None' if optional else ''}, got {value!r}")
 
 
 def create_model(
@@ -115,11 +180,15 @@ def create_model(
     ``pretrained_path`` loads weights saved by ``bossnas export`` (or a plain state dict).
     The returned module carries ``model.bossnas_spec`` (space, arch, input, classes).
     """
+    # None means "the model's own"; anything else must be a usable count (image_size=0 used to mean the default)
+    _check_count("num_classes", num_classes, 1, optional=True)
+    _check_count("in_channels", in_channels, 1, optional=True)
+    _check_count("image_size", image_size, MIN_IMAGE_SIZE, optional=True)
     spec = resolve_model(name, space)
     in_channels = spec.in_channels if in_channels is None else in_channels
     options = {**spec.space_options, **space_options}
     classes = num_classes if num_classes is not None else spec.num_classes
-    size = image_size or spec.image_size
+    size = spec.image_size if image_size is None else image_size
     try:
         s = create_space(spec.space, in_channels=in_channels, image_size=size, num_classes=classes, **options)
     except TypeError as exc:
@@ -139,6 +208,9 @@ def read_weights_file(path: str | Path) -> object:
     path = Path(path)
     if not path.is_file():
         raise BossNASError(f"weights file '{path}' not found")
+    if is_run_checkpoint(path):
+        raise BossNASError(f"'{path}' is a bossnas run checkpoint (search or retrain), not weights; give the model.pt "
+                           "that `bossnas export RETRAIN_FOLDER` writes")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix

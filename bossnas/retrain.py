@@ -38,14 +38,20 @@ from bossnas.data.augment import hflip, pad_crop, resized_crop
 from bossnas.data.batches import epoch_batches, iterate, seeded_generator
 from bossnas.data.datasets import SplitData, limit_train, load_data
 from bossnas.errors import BossNASError
-from bossnas.models import ModelSpec, create_model, resolve_model
+from bossnas.models import ModelSpec, best_arch_path, create_model, resolve_model
 from bossnas.search.costs import arch_cost
 from bossnas.search.report import read_best_arch
 from bossnas.spaces import create_space, space_class
 from bossnas.train.optim import build_optimizer, set_lr, warmup_cosine_lr
 from bossnas.train.runner import Interrupted, diff_keys
 from bossnas.utils.device import autocast_factory, resolve_device
-from bossnas.utils.io import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from bossnas.utils.io import (
+    atomic_write_json,
+    atomic_write_text,
+    existing_path,
+    load_checkpoint,
+    save_checkpoint,
+)
 from bossnas.utils.progress import Bar, make_console
 
 CHECKPOINT = "checkpoint.pt"
@@ -179,12 +185,12 @@ class ArchSource:
 
 def resolve_arch_source(text: str) -> ArchSource:
     """A best_arch.json (or the run folder holding one), a model name, or an architecture string."""
-    path = Path(text).expanduser()
-    if path.is_dir():
-        if not (path / "best_arch.json").is_file():
-            raise BossNASError(f"folder '{path}' holds no best_arch.json; finish the search with `bossnas search {path}`")
-        path = path / "best_arch.json"
-    if path.suffix == ".json" or path.is_file():
+    # an architecture string may be too long to probe as a path (OSError 36): existing_path says None
+    path = existing_path(text)
+    if path is not None and path.is_dir():
+        path = best_arch_path(path)
+    if text.endswith(".json") or (path is not None and path.suffix == ".json"):
+        path = path or Path(text).expanduser()
         record = read_best_arch(path)
         spec = resolve_model(str(record["arch"]), str(record["space"]))
         defaults = {"data.name": record.get("data")}
@@ -369,7 +375,8 @@ class RetrainState:
 def prepare_data(config: RetrainConfig, spec: ModelSpec) -> SplitData:
     default_size = spec.image_size or space_class(spec.space).default_image_size
     d = config.data
-    data = load_data(d.name, d.root, d.image_size, d.download, d.workers, default_size=default_size)
+    data = load_data(d.name, d.root, d.image_size, d.download, d.workers, default_size=default_size,
+                     batch_size=config.train.batch_size)
     return limit_train(data, d.train_images, seed=config.seed)
 
 

@@ -5,6 +5,7 @@ BossNASError with a one-line message, never another exception.
 BOSSNAS_FUZZ_SCALE=20 runs 20 times as many examples (a longer fuzzing campaign).
 """
 
+import collections
 import csv
 import io
 import math
@@ -12,14 +13,17 @@ import os
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
 from bossnas.config import _CHECKS, all_keys, config_from_dict, load_config
+from bossnas.data.datasets import load_data
 from bossnas.errors import BossNASError, one_line
 from bossnas.evaluation.correlation import correlate_files
+from bossnas.models import is_search_record, resolve_model
 from bossnas.spaces import create_space, list_spaces
 
 SPACES = list_spaces()
@@ -101,6 +105,80 @@ def test_non_ascii_digits_are_rejected(name):
             with pytest.raises(BossNASError) as info:
                 space.parse_arch(bad)
             _one_line(info.value)
+
+
+@st.composite
+def names_of_any_length(draw):
+    """Architecture strings and names from empty to far past a file name's 255 bytes: valid ones,
+    repeated pieces, random text with path characters (``/``, ``..``, NUL)."""
+    space_name = draw(st.sampled_from(SPACES))
+    space = create_space(space_name)
+    valid = space.format_arch(tuple(draw(st.sampled_from(space.block_paths(b.index))) for b in space.blocks))
+    kind = draw(st.sampled_from(["valid", "repeated", "random", "prefixed"]))
+    if kind == "valid":
+        return valid
+    if kind == "repeated":
+        return draw(st.sampled_from([valid, "8:", "/", "a", "..", ".json"])) * draw(st.integers(1, 600))
+    if kind == "random":
+        return draw(st.text(alphabet=st.one_of(CHARS, st.sampled_from(list("/.:\x00~ 8"))), max_size=1200))
+    return f"{space_name}/" + draw(st.sampled_from([valid, "x" * 300, valid * 60, ""]))
+
+
+@FUZZ
+@given(text=names_of_any_length(), space=st.sampled_from([None, *SPACES]))
+def test_names_of_any_length_resolve_or_fail_in_one_line(text, space):
+    is_search_record(text)  # probing a name as a path never raises (OSError 36 for > 255 bytes)
+    try:
+        spec = resolve_model(text, space)
+    except BossNASError as exc:
+        _one_line(exc)
+        return
+    parsed = create_space(spec.space).parse_arch(spec.arch)
+    assert len(parsed) == len(create_space(spec.space).blocks)
+
+
+# ------------------------------------------------------------------ image folders
+IMAGE_MODES = ["L", "1", "LA", "I;16", "RGB", "RGBA", "P"]
+GRAY = {"L", "1", "LA", "I;16"}
+
+
+def _write_image(path, mode: str, width: int, height: int, seed: int) -> None:
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(pixels, "RGB").convert(mode).save(path)
+
+
+@fuzz(25)
+@given(files=st.lists(st.tuples(st.sampled_from(IMAGE_MODES), st.sampled_from([4, 6, 9, 16]), st.sampled_from([4, 5, 16])),
+                      min_size=4, max_size=10),
+       image_size=st.sampled_from([None, None, 6]), split=st.booleans())
+def test_image_folders_of_mixed_modes_and_sizes_load_as_the_majority(tmp_path_factory, files, image_size, split):
+    root = tmp_path_factory.mktemp("images")
+    for i, (mode, width, height) in enumerate(files):
+        classes = ("a", "b")[i % 2]
+        folder = root / (("train" if i >= 2 else "test") if split else "") / classes
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_image(folder / f"{i:02d}.png", mode, width, height, i)
+    if split:  # both classes in both splits
+        for split_name, cls in (("train", "a"), ("train", "b")):
+            if not any((root / split_name / cls).glob("*.png")):
+                _write_image(root / split_name / cls / "x.png", "RGB", 4, 4, 99)
+                files.append(("RGB", 4, 4))
+    try:
+        data = load_data("imagefolder", root=str(root), image_size=image_size)
+    except BossNASError as exc:
+        _one_line(exc)
+        assert "at least two class folders" in str(exc)
+        return
+    sides = collections.Counter(max(w, h) for _, w, h in files)
+    majority = sorted(sides.items(), key=lambda item: (-item[1], item[0]))[0][0]
+    channels = 1 if all(mode in GRAY for mode, _, _ in files) else 3
+    assert (data.in_channels, data.image_size) == (channels, image_size or majority)
+    for images in (data.train.images, data.test.images):
+        assert images.dtype == torch.uint8 and tuple(images.shape[1:]) == (channels, data.image_size, data.image_size)
+    assert len(data.train) + len(data.test) == len(files)
+    assert "\n" not in data.note and f"{data.image_size}x{data.image_size}" in data.note
 
 
 # ------------------------------------------------------------------ config overrides

@@ -131,10 +131,3 @@ def test_duplicates_are_refused_with_line_numbers(tmp_path, which, text, message
         (tmp_path / f"{name}.csv").write_text(content)
     res = bossnas("correlate", str(tmp_path / "scores.csv"), str(tmp_path / "truth.csv"))
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
-
-
-def test_missing_arch_column_names_no_missing_option(tmp_path):
-    (tmp_path / "s.csv").write_text("name,rating\na,1\nb,2\nc,3\n")
-    (tmp_path / "t.csv").write_text("arch,accuracy\na,1\nb,2\nc,3\n")
-    res = bossnas("correlate", str(tmp_path / "s.csv"), str(tmp_path / "t.csv"))
-    assert res.returncode == 2 and "name the column 'arch'" in res.stderr and "--arch-col" not in res.stderr

@@ -21,11 +21,14 @@ def export(
     force: bool = typer.Option(False, "--force", help="overwrite existing exported files"),
 ) -> None:
     """Write model.pt + model.json (for bossnas.create_model) and model.pt2 (torch.export, plain torch)."""
-    from bossnas.export import export_model, model_from_retrain, model_from_weights
+    from bossnas.export import ema_warning, export_model, model_from_retrain, model_from_weights
 
     if source.is_dir():
         model, extra = model_from_retrain(source, weights)
         out = out or source / "export"
+        warning = ema_warning(source, weights)
+        if warning:
+            typer.echo(f"warning: {warning}", err=True)
         if not extra["finished"]:
             typer.echo(f"note: '{source}' has not finished training ({extra['epochs_trained']}/{extra['epochs']} epochs); "
                        "exporting its latest checkpoint", err=True)

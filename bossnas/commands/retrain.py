@@ -51,6 +51,8 @@ def retrain(
     console = make_console()
     trainer = Retrainer.open(config, out_dir, resume=resume, force=force, console=console, show_progress=not quiet)
     console.print(trainer.describe(), soft_wrap=True)
+    if trainer.data.note:  # how an image folder's channels and size were decided
+        console.print(trainer.data.note, soft_wrap=True)
     metrics = trainer.run()
     line = f"test top-1 {metrics['test']['top1']:.2f}%  top-5 {metrics['test']['top5']:.2f}%"
     if metrics["test_ema"] is not None:

@@ -9,11 +9,13 @@ The channel count and image size come from the data, never from a constant.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import pickle
 import tarfile
 import tempfile
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,12 @@ from bossnas.errors import BossNASError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 #: folders bigger than this many bytes of decoded pixels are decoded lazily instead
 IN_MEMORY_LIMIT_BYTES = 4 * 1024**3
+#: image modes PIL reads as one grey channel (with or without alpha)
+GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+#: files whose headers decide an image folder's channels and size (spread over the whole set)
+HEADER_SAMPLE = 4096
+#: bytes of a float32 pixel: a batch is float32 once augmented
+FLOAT_BYTES = 4
 
 CIFAR = {
     "cifar10": {
@@ -113,12 +121,48 @@ class SplitData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
+    #: how the channels and size were decided when the data did not say it alone (image folders)
+    note: str = ""
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
 
 # --------------------------------------------------------------------------- helpers
+def memory_bytes() -> int | None:
+    """Physical memory of this machine, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(need: int, what: str, size: int, per_side_squared: int, memory: int | None = None) -> None:
+    """Refuse ``data.image_size=size`` when ``what`` (``need`` bytes, ``per_side_squared`` bytes
+    per pixel of side) would not fit in memory: one line instead of a failed allocation."""
+    memory = memory_bytes() if memory is None else memory
+    if memory is None or need <= memory:
+        return
+    largest = math.isqrt(memory // per_side_squared)
+    raise BossNASError(f"data.image_size={size} is too large: {what} needs {need / 1e9:,.1f} GB, more than the "
+                       f"{memory / 1e9:,.1f} GB of memory here; the largest side that fits is {largest}")
+
+
+def check_image_size(size: int, batch_size: int, memory: int | None = None) -> None:
+    """One training batch of two augmented views (float32, counted as 3 channels) must fit in
+    memory; activations need far more, so this bound only turns absurd sizes into one line."""
+    per_pixel = 2 * batch_size * 3 * FLOAT_BYTES
+    check_fits(per_pixel * size * size, f"one batch of two views ({batch_size} x 2 x 3x{size}x{size} float32)", size,
+               per_pixel, memory)
+
+
+def check_in_memory_set(count: int, channels: int, size: int, memory: int | None = None) -> None:
+    """A set resized in memory holds uint8 images plus the float32 copy ``resize_uint8`` makes."""
+    per_pixel = count * channels * (1 + FLOAT_BYTES)
+    check_fits(per_pixel * size * size, f"resizing {count:,} images to {channels}x{size}x{size}", size, per_pixel, memory)
+
+
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     """Resize a uint8 batch to ``size`` x ``size`` (bilinear, antialiased when shrinking)."""
     if images.shape[-1] == size and images.shape[-2] == size:
@@ -170,6 +214,7 @@ def load_digits(image_size: int) -> SplitData:
     from sklearn.datasets import load_digits as sk_digits
 
     bunch = sk_digits()
+    check_in_memory_set(len(bunch.images), 1, image_size)
     # sklearn stores 17 grey levels (0..16); spread them over 0..255
     pixels = torch.from_numpy((bunch.images * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
     images = resize_uint8(pixels, image_size)
@@ -243,6 +288,7 @@ def load_cifar(name: str, root: str | None, download: bool, image_size: int | No
             labels.append(np.asarray(entry[info["labels"]], dtype=np.int64))
         images = torch.from_numpy(np.concatenate(data))
         if image_size is not None:
+            check_in_memory_set(len(images), 3, image_size)
             images = resize_uint8(images, image_size)
         splits[split] = TensorImageSet(images, torch.from_numpy(np.concatenate(labels)))
     meta_file, meta_key = info["meta"]
@@ -264,7 +310,45 @@ def _scan_classes(folder: Path) -> tuple[list[Path], list[int], list[str]]:
     return files, labels, classes
 
 
-def load_imagefolder(root: str | None, image_size: int | None, workers: int) -> SplitData:
+def _header(path: Path) -> tuple[str, tuple[int, int]]:
+    """Mode and size of an image from its header (PIL decodes no pixels for this)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.mode, img.size
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        raise BossNASError(f"cannot read image '{path}': {type(exc).__name__}; remove or replace the file") from None
+
+
+def folder_shape(files: list[Path], image_size: int | None) -> tuple[int, int, str]:
+    """Channels, side and a one-line note for a folder of images of any modes and sizes.
+
+    The data set decides, not the first file: RGB unless every image is grayscale (a grey
+    image is read as three equal channels; colour cannot be recovered from one), and the
+    side of the most images (ties: the smaller) unless ``image_size`` is given. Up to
+    :data:`HEADER_SAMPLE` files spread over the set are read (headers only).
+    """
+    sample = files[:: max(1, math.ceil(len(files) / HEADER_SAMPLE))]
+    headers = [_header(f) for f in sample]
+    gray = sum(mode in GRAY_MODES for mode, _ in headers)
+    channels = 1 if gray == len(headers) else 3
+    sides = Counter(max(wh) for _, wh in headers)
+    common, count = min(sides.items(), key=lambda item: (-item[1], item[0]))
+    size = image_size or common
+    read = f"{len(headers)} of {len(files)}" if len(headers) < len(files) else f"all {len(files)}"
+    if channels == 1:
+        colour = "1 channel (all grayscale)"
+    else:
+        colour = f"3 channels ({gray} grayscale read as RGB)" if gray else "3 channels (RGB)"
+    if image_size:
+        side = f"{size}x{size} (data.image_size)"
+    else:
+        side = f"{size}x{size} (the longer side of {count}; the rest resized; data.image_size chooses another)"
+    return channels, size, f"image folder: headers of {read} files read: {colour}, {side}"
+
+
+def load_imagefolder(root: str | None, image_size: int | None, workers: int, batch_size: int = 2) -> SplitData:
     """A folder of class sub-folders; ``train/`` + ``test/`` (or ``val/``) splits when present."""
     if root is None:
         raise BossNASError("data.root is not set; point it at a folder of class sub-folders (--data-dir DIR)")
@@ -286,14 +370,8 @@ def load_imagefolder(root: str | None, image_size: int | None, workers: int) -> 
         test_files, test_labels = [files[i] for i in test_idx], [labels[i] for i in test_idx]
     if len(classes) < 2 or not train_files or not test_files:
         raise BossNASError(f"'{base}' needs at least two class folders with images in each split")
-    from PIL import Image
-
-    try:
-        with Image.open(train_files[0]) as first:
-            channels = 1 if first.mode in ("L", "1", "I", "I;16", "F") else 3
-            size = image_size or max(first.size)
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
-        raise BossNASError(f"cannot read image '{train_files[0]}'; remove or replace the file") from None
+    channels, size, note = folder_shape(train_files + test_files, image_size)
+    check_image_size(size, batch_size)
     train = FolderImageSet(train_files, train_labels, size, channels)
     test = FolderImageSet(test_files, test_labels, size, channels)
     if (len(train) + len(test)) * channels * size * size <= IN_MEMORY_LIMIT_BYTES:
@@ -302,7 +380,7 @@ def load_imagefolder(root: str | None, image_size: int | None, workers: int) -> 
     else:
         sample, _ = train.load(torch.arange(0, len(train), max(1, len(train) // 512)))
         mean, std = channel_stats(sample)
-    return SplitData(base.name, train, test, classes, channels, size, mean, std)
+    return SplitData(base.name, train, test, classes, channels, size, mean, std, note)
 
 
 def _decode_all(images: FolderImageSet, workers: int) -> TensorImageSet:
@@ -318,14 +396,19 @@ def _decode_all(images: FolderImageSet, workers: int) -> TensorImageSet:
 
 
 def load_data(name: str, root: str | None = None, image_size: int | None = None, download: bool = False,
-              workers: int = 0, default_size: int = 32) -> SplitData:
-    """Load a data set by name (``digits``, ``cifar10``, ``cifar100``, ``imagefolder``)."""
+              workers: int = 0, default_size: int = 32, batch_size: int = 2) -> SplitData:
+    """Load a data set by name (``digits``, ``cifar10``, ``cifar100``, ``imagefolder``).
+
+    ``batch_size`` bounds the side: one batch of two augmented views must fit in memory.
+    """
+    if image_size is not None:
+        check_image_size(image_size, batch_size)
     if name == "digits":
         return load_digits(image_size or default_size)
     if name in CIFAR:
         return load_cifar(name, root, download, image_size)
     if name == "imagefolder":
-        return load_imagefolder(root, image_size, workers)
+        return load_imagefolder(root, image_size, workers, batch_size)
     raise BossNASError(f"unknown data set '{name}'; choose digits, cifar10, cifar100 or imagefolder")
 
 
@@ -335,4 +418,5 @@ def limit_train(data: SplitData, count: int | None, seed: int = 0) -> SplitData:
         return data
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))[:count].sort().values
     train = data.train.subset(order)  # type: ignore[attr-defined]
-    return SplitData(data.name, train, data.test, data.classes, data.in_channels, data.image_size, data.mean, data.std)
+    return SplitData(data.name, train, data.test, data.classes, data.in_channels, data.image_size, data.mean, data.std,
+                     data.note)

@@ -100,8 +100,8 @@ def _pick(header: list[str], wanted: str | None, candidates: tuple[str, ...], pa
     for c in candidates:
         if c in header:
             return c
-    # only the score and truth columns have an option; the architecture column must be named arch
-    fix = f"name it with --{what}-col" if what in ("score", "truth") else f"name the column {candidates[0]!r}"
+    # --score-col / --truth-col exist; the architecture column has no option, only these names
+    fix = f"name the architecture column {candidates[0]}" if what == "arch" else f"name it with --{what}-col"
     raise BossNASError(f"'{path}' has no {what} column ({' / '.join(candidates)}); its columns are {', '.join(header)}; {fix}")
 
 

@@ -102,6 +102,8 @@ def read_best_arch(path: str | FsPath) -> dict:
         record = json.loads(path.read_text())
     except FileNotFoundError:
         raise BossNASError(f"'{path}' not found") from None
+    except OSError as exc:  # a name too long to be a file (OSError 36), a folder, no permission
+        raise BossNASError(f"cannot read '{path}' ({exc.strerror or type(exc).__name__})") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise BossNASError(f"'{path}' is not valid JSON") from None
     if not isinstance(record, dict) or "arch" not in record or "space" not in record:

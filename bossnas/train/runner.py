@@ -152,7 +152,7 @@ def build_space(config: RunConfig, data: SplitData) -> SearchSpace:
 def prepare_data(config: RunConfig) -> SplitData:
     default_size = space_class(config.space).default_image_size
     data = load_data(config.data.name, config.data.root, config.data.image_size, config.data.download,
-                     config.data.workers, default_size=default_size)
+                     config.data.workers, default_size=default_size, batch_size=config.train.batch_size)
     return limit_train(data, config.data.train_images, seed=config.seed)
 
 

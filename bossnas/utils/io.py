@@ -51,7 +51,25 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+    """Write ``obj`` as strict JSON: a NaN or infinity (which ``json`` would write as the
+    invalid tokens ``NaN`` / ``Infinity``) raises ValueError before the file is touched."""
+    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def existing_path(text: str | os.PathLike) -> Path | None:
+    """``text`` as an existing file or folder, else None, never an error.
+
+    Architecture strings and model names are probed as paths too: an empty string (which
+    pathlib reads as '.'), a name longer than the file system allows (OSError 36) or one
+    holding a NUL byte is simply not a path.
+    """
+    if not str(text).strip():
+        return None
+    try:
+        path = Path(text).expanduser()
+        return path if path.exists() else None
+    except (OSError, ValueError):
+        return None
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
