@@ -8,4 +8,5 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bossnas.commands.models",
     "bossnas.commands.retrain",
     "bossnas.commands.export",
+    "bossnas.commands.latency",
 )
