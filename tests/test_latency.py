@@ -112,7 +112,7 @@ def test_csv_round_trip(space, tmp_path):
     (tmp_path / "cut.csv").write_text("\n".join(lines[:-5]) + "\n")
     with pytest.raises(BossNASError, match="lacks 5 entries"):
         LatencyTable.read_csv(other, tmp_path / "cut.csv")
-    (tmp_path / "bad.csv").write_text("block,prev_path,path,median_ms,min_ms,max_ms\n0,,8:99,1,1,1\n")
+    (tmp_path / "bad.csv").write_text("block,prev_path,path,ms,min_ms,max_ms\n0,,8:99,1,1,1\n")
     with pytest.raises(BossNASError, match="is not a latency table"):
         LatencyTable.read_csv(other, tmp_path / "bad.csv")
     with pytest.raises(BossNASError, match="bossnas latency"):

@@ -15,7 +15,9 @@ def latency(
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N"),
     batch: int = typer.Option(1, "--batch", min=1, help="images per call"),
     threads: int | None = typer.Option(None, "--threads", min=1, help="intra-op threads (default: torch's)"),
-    rounds: int = typer.Option(7, "--rounds", min=1, help="interleaved timing rounds per entry (median)"),
+    rounds: int = typer.Option(15, "--rounds", min=1, help="interleaved timing rounds per entry"),
+    statistic: str = typer.Option("min", "--statistic",
+                                  help="min of the rounds (repeatable, sums to whole networks) or median (with the current load)"),
     force: bool = typer.Option(False, "--force", help="measure again over an existing table"),
 ) -> None:
     """Time every path of every block (stem in block 0, head in the last) into RUN/latency_<device>.csv."""
@@ -33,10 +35,10 @@ def latency(
         raise BossNASError(f"'{out}' exists; add --force to measure again")
     entries = sum(len(space.block_paths(b.index)) for b in space.blocks)
     typer.echo(f"measuring {space.name} at {space.in_channels}x{space.image_size}x{space.image_size}, batch {batch}, "
-               f"on {target} ({threads or 'default'} threads), {rounds} rounds; {len(space.blocks)} blocks, "
+               f"on {target} ({threads or 'default'} threads), {statistic} of {rounds} rounds; {len(space.blocks)} blocks, "
                f"{entries} paths (each after every boundary the previous block can end with)")
     start = time.perf_counter()
-    table = measure_latency(space, target, batch, threads, rounds,
+    table = measure_latency(space, target, batch, threads, rounds, statistic,
                             progress=lambda b, n: typer.echo(f"  block {b}: {n} entries timed"))
     table.write_csv(out)
     typer.echo(f"{out}  ({time.perf_counter() - start:.0f} s)")

@@ -7,7 +7,7 @@ blocks' entries, and the same exact dynamic programme as a FLOPs budget chooses 
 latency budget. Each entry is a real module in eval mode under ``torch.inference_mode`` on
 an input of the block's shape (batch ``batch``), timed with ``torch.utils.benchmark``: warm-up,
 then ``rounds`` interleaved rounds (every entry of a block once per round, so a busy spell of
-the machine hits all paths alike), median per entry.
+the machine hits all paths alike), the minimum (or median) of the rounds per entry.
 
 ``latency_<device>.csv`` in the run folder holds the table and, in ``#`` lines, how it was
 measured; ``benchmarks/latency_model.py`` checks the sum against whole networks.
@@ -47,9 +47,12 @@ from bossnas.spaces.base import Arch, Path, SearchSpace
 from bossnas.utils.io import atomic_write_text
 from bossnas.utils.timing import interleaved_times, medians
 
-CSV_COLUMNS = ("block", "prev_path", "path", "median_ms", "min_ms", "max_ms")
-#: interleaved rounds per entry: enough for a median that one slow round cannot move
-DEFAULT_ROUNDS = 7
+CSV_COLUMNS = ("block", "prev_path", "path", "ms", "min_ms", "max_ms")
+#: what a table entry is, of the per-round times: their median, or their minimum (see measure_latency)
+STATISTICS = ("median", "min")
+#: interleaved rounds per entry: on a 2-core machine shared with four other jobs, 7 rounds left
+#: whole-network minima still inflated by waits (10.8% median error), 15 did not (2.2%)
+DEFAULT_ROUNDS = 15
 
 
 def latency_file(run_dir: str | FsPath, device: str) -> FsPath:
@@ -62,7 +65,8 @@ class LatencyTable:
     """Seconds of every (previous key, path) of every block, and how they were measured."""
 
     space: SearchSpace
-    #: ``seconds[b][(key, path)]``: median seconds of block b's path after a block ending with key
+    #: ``seconds[b][(key, path)]``: seconds (``meta["statistic"]`` of the rounds) of block b's path after a
+    #: block ending with key
     seconds: CostTable
     #: ``spread[b][(key, path)]``: (min, max) seconds over the rounds
     spread: list[dict[tuple[Hashable, Path], tuple[float, float]]]
@@ -117,7 +121,7 @@ class LatencyTable:
                 prev = space.parse_path(b - 1, row["prev_path"]) if row["prev_path"] else None
                 key = None if prev is None else space.boundary_key(b - 1, prev)
                 entry = (key, space.parse_path(b, row["path"]))
-                seconds[b][entry] = float(row["median_ms"]) / 1e3
+                seconds[b][entry] = float(row["ms"]) / 1e3
                 spread[b][entry] = (float(row["min_ms"]) / 1e3, float(row["max_ms"]) / 1e3)
                 prev_paths[b][key] = prev
         except (KeyError, ValueError, TypeError, IndexError, BossNASError) as exc:
@@ -167,11 +171,20 @@ def _call(module: nn.Module, x: torch.Tensor):
 
 
 def measure_latency(space: SearchSpace, device: str | torch.device = "cpu", batch: int = 1,
-                    threads: int | None = None, rounds: int = DEFAULT_ROUNDS,
+                    threads: int | None = None, rounds: int = DEFAULT_ROUNDS, statistic: str = "min",
                     progress=None) -> LatencyTable:
-    """Time every (previous key, path) of every block of ``space`` on ``device`` (see the module notes)."""
+    """Time every (previous key, path) of every block of ``space`` on ``device`` (see the module notes).
+
+    ``statistic`` makes an entry the minimum of its rounds (the default: what the block costs
+    when it has the core to itself, the figure that repeats and that sums to whole networks,
+    2% off on a busy shared machine) or their median (what it costs amid this machine's
+    current load; on that busy machine it moved with the load, 99% off). On a quiet machine
+    the two agree. Measurements: BENCHMARKS.md, "Latency model".
+    """
     if batch < 1 or rounds < 1 or (threads is not None and threads < 1):
         raise BossNASError("--batch, --threads and the rounds must be >= 1")
+    if statistic not in STATISTICS:
+        raise BossNASError(f"unknown latency statistic '{statistic}'; choose one of {', '.join(STATISTICS)}")
     device = torch.device(device)
     threads = threads or torch.get_num_threads()
     seconds: CostTable = []
@@ -188,7 +201,7 @@ def measure_latency(space: SearchSpace, device: str | torch.device = "cpu", batc
                 entries.append((key, p))
                 calls.append(_call(_entry_module(space, spec.index, p, prev).to(device), x))
         times = interleaved_times(calls, rounds, threads)
-        seconds.append(dict(zip(entries, medians(times))))
+        seconds.append(dict(zip(entries, medians(times) if statistic == "median" else map(min, times))))
         spread.append({e: (min(t), max(t)) for e, t in zip(entries, times)})
         prev_paths.append(dict(representatives))
         next_reps: dict[Hashable, Path] = {}
@@ -201,10 +214,10 @@ def measure_latency(space: SearchSpace, device: str | torch.device = "cpu", batc
         "space": space.name, "input": [space.in_channels, space.image_size, space.image_size],
         "num_classes": space.num_classes, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "batch": batch, "threads": threads, "rounds": rounds,
+        "batch": batch, "threads": threads, "rounds": rounds, "statistic": statistic,
         "method": "torch.utils.benchmark.Timer, eval mode, inference_mode, float32; 2 warm-up calls, "
                   f"then {rounds} rounds timing every entry of a block once per round (interleaved), "
-                  "each measurement repeated to last >= 2 ms; median_ms is the median over rounds",
+                  f"each measurement repeated to last >= 2 ms; ms is the {statistic} over rounds",
         "torch": torch.__version__, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
     return LatencyTable(space, seconds, spread, prev_paths, meta)
@@ -236,7 +249,7 @@ def latency_budget(run_dir: str | FsPath, space: SearchSpace, max_latency: float
 PLOT_SAMPLE = 20000
 
 
-def _cloud(space: SearchSpace, limit: int, seed: int = 0) -> list[Arch]:
+def sample_archs(space: SearchSpace, limit: int, seed: int = 0) -> list[Arch]:
     """Every architecture when there are at most ``limit``, else a seeded uniform sample."""
     paths = [space.block_paths(b.index) for b in space.blocks]
     if math.prod(len(p) for p in paths) <= limit:
@@ -249,7 +262,7 @@ def pareto_figure(space: SearchSpace, tables: RatingTables, latency: LatencyTabl
                   chosen: Arch | None = None) -> Figure:
     """Rating (lower = better) against modelled latency and against FLOPs: the architectures, the exact
     Pareto fronts (from the same dynamic programme as the budgets), and the chosen architecture."""
-    cloud = _cloud(space, PLOT_SAMPLE)
+    cloud = sample_archs(space, PLOT_SAMPLE)
     ratings = [arch_rating(tables, a) for a in cloud]
     fig = Figure(figsize=(11, 4.5))
     FigureCanvasAgg(fig)
