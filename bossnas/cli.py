@@ -156,13 +156,13 @@ def _finish(run_dir: Path, max_flops: float | None, max_params: float | None, co
     choice = select(space, tables, max_flops, max_params, latency_budgets)
     record = write_best_arch(run_dir, space, choice, config, max_flops, max_params, latency, max_latency)
     write_report(run_dir, space, config, state, tables, record, wall)
-    if latency is not None:
-        console.print(f"latency {record['latency_ms']:.3f} ms (table sum, {latency_device}); rating vs latency / FLOPs: "
-                      f"{plot_pareto(run_dir, space, tables, latency, choice.arch)}")
     console.print(
         f"[bold green]chosen architecture[/] {record['arch']}  rating {record['rating']:.5f}  "
         f"params {record['params']:,}  FLOPs {record['flops'] / 1e6:.2f}M  -> {run_dir / 'best_arch.json'}"
     )
+    if latency is not None:
+        console.print(f"latency {record['latency_ms']:.3f} ms (table sum, {latency_device}); rating vs latency / FLOPs: "
+                      f"{plot_pareto(run_dir, space, tables, latency, choice.arch)}")
     return record
 
 

@@ -49,7 +49,8 @@ def latency(
     rated = ckpt["state"]["tables"]
     if len(rated) == len(space.blocks):  # every block rated: draw where the architectures lie
         typer.echo(f"rating vs latency / FLOPs: {plot_pareto(run_dir, space, tables_from_state(space, rated), table, chosen)}")
-    typer.echo(f"choose under a budget: bossnas search {run_dir} --max-latency 3ms"
+    example = f"{table.latency(chosen) * 0.8e3:.2f}ms" if chosen is not None else "3ms"
+    typer.echo(f"choose under a budget: bossnas search {run_dir} --max-latency {example}"
                + ("" if target.type == "cpu" else f" --latency-device {target.type}"))
 
 
