@@ -117,6 +117,13 @@ def test_csv_round_trip(space, tmp_path):
         LatencyTable.read_csv(other, tmp_path / "bad.csv")
     with pytest.raises(BossNASError, match="bossnas latency"):
         LatencyTable.read_csv(other, tmp_path / "none" / "latency_cpu.csv")
+    # the same paths at another input size: every entry is there, but the times are of other shapes
+    table.meta.update(space="nats-sss", input=[1, 8, 8])
+    table.write_csv(tmp_path / "sized.csv")
+    assert LatencyTable.read_csv(space, tmp_path / "sized.csv").missing_entries() == 0
+    bigger = create_space("nats-sss", in_channels=1, image_size=16, num_classes=10)
+    with pytest.raises(BossNASError, match=r"measured for nats-sss at input \[1, 8, 8\], not nats-sss at \[1, 16, 16\]"):
+        LatencyTable.read_csv(bigger, tmp_path / "sized.csv")
 
 
 def test_measured_table_covers_every_entry(space):

@@ -127,6 +127,10 @@ class LatencyTable:
         except (KeyError, ValueError, TypeError, IndexError, BossNASError) as exc:
             raise BossNASError(f"'{path}' is not a latency table of '{space.name}' ({type(exc).__name__}: {exc}); "
                                f"measure it again with `bossnas latency {path.parent}`") from None
+        shape = [space.in_channels, space.image_size, space.image_size]
+        if meta.get("space", space.name) != space.name or meta.get("input", shape) != shape:
+            raise BossNASError(f"'{path}' was measured for {meta.get('space')} at input {meta.get('input')}, not "
+                               f"{space.name} at {shape}; measure it again with `bossnas latency {path.parent} --force`")
         table = cls(space, seconds, spread, prev_paths, meta)
         missing = table.missing_entries()
         if missing:
