@@ -35,6 +35,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, machine, write_json  # noqa: E402
 
+from bossnas.utils.timing import MAX_TRUSTED_SPREAD, Spread, ratio_spread  # noqa: E402
+
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -56,29 +58,22 @@ def timed(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
     return times[len(times) // 2]
 
 
-def interleaved(fn_a, fn_b, device: torch.device, rounds: int, warmup: bool = True) -> tuple[float, float, float]:
-    """Time ``fn_a`` and ``fn_b`` alternately (after one warm-up call each, unless the caller
-    warmed them): the medians of their times and of the per-round ratio a/b. Alternating
-    keeps a shared machine's drift out of the ratio."""
-    if warmup:
-        fn_a()
-        fn_b()
-    ta, tb, ratios = [], [], []
-    for _ in range(rounds):
-        a = timed(fn_a, device, 1, warmup=0)
-        b = timed(fn_b, device, 1, warmup=0)
-        ta.append(a)
-        tb.append(b)
-        ratios.append(a / b)
-    return statistics.median(ta), statistics.median(tb), statistics.median(ratios)
+def interleaved(fns, rounds: int, warmup: int = 1) -> tuple[list[float], list[list[float]]]:
+    """Time ``fns`` alternately, every one once per round (``bossnas.utils.timing``, the same
+    method as the latency tables): their median times and their per-round times. Alternating
+    keeps a shared machine's drift out of the per-round ratios."""
+    from bossnas.utils.timing import interleaved_times, medians
+
+    times = interleaved_times(fns, rounds, torch.get_num_threads(), warmup=warmup)
+    return medians(times), times
 
 
-def matmul_gflops(device: torch.device, dtype: torch.dtype) -> float:
+def matmul_reference(device: torch.device, dtype: torch.dtype):
+    """A dense matmul (the machine's arithmetic peak) and its FLOPs, timed inside the same rounds as the step."""
     n = 4096 if device.type == "cuda" else 1536
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    seconds = timed(lambda: a @ b, device, repeats=5, warmup=2)
-    return 2 * n**3 / seconds / 1e9
+    return (lambda: a @ b), 2 * n**3
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -171,19 +166,24 @@ def bench_block(space, block: int, args, device: torch.device, autocast) -> dict
 
     state = copy.deepcopy(model.state_dict())
     result: dict = {"space": space.name, "block": block, "paths": len(space.block_paths(block)), "k": k, "batch": args.batch}
-    step_s, reference_s, ratio = interleaved(train_step, reference, device, args.repeats)
-    result.update(step_s=step_s, images_per_s=args.batch / step_s, reference_s=reference_s, overhead_ratio=ratio)
-    if block > 0:
-        result["naive_step_s"] = timed(lambda: train_step(False), device, max(1, args.repeats // 2))
-        result["prefix_sharing_speedup"] = result["naive_step_s"] / result["step_s"]
-    model.load_state_dict(state)
-
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
         train_step()
     result["step_gflop"] = counter.get_total_flops() / 1e9
-    result["achieved_gflops"] = result["step_gflop"] / result["step_s"]
+    matmul, matmul_flop = matmul_reference(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    # the step, its arithmetic reference and the matmul peak, every one once per round
+    (step_s, reference_s, matmul_s), (t_step, t_ref, t_mm) = interleaved([train_step, reference, matmul], args.repeats)
+    overhead = ratio_spread(t_step, t_ref)
+    # share of the matmul peak per round: (step FLOPs / step time) / (matmul FLOPs / matmul time)
+    share = Spread.of([result["step_gflop"] * 1e9 / a / (matmul_flop / m) for a, m in zip(t_step, t_mm)])
+    result.update(step_s=step_s, images_per_s=args.batch / step_s, reference_s=reference_s, overhead_ratio=overhead.median,
+                  overhead_spread=spread_dict(overhead), machine_gflops=matmul_flop / matmul_s / 1e9,
+                  achieved_gflops=result["step_gflop"] / step_s, matmul_share=share.median, matmul_share_spread=spread_dict(share))
+    if block > 0:
+        result["naive_step_s"] = timed(lambda: train_step(False), device, max(1, args.repeats // 2))
+        result["prefix_sharing_speedup"] = result["naive_step_s"] / result["step_s"]
+    model.load_state_dict(state)
 
     # ---- rating a whole block vs the standalone forwards of all its paths
     all_paths = space.block_paths(block)
@@ -249,8 +249,11 @@ def bench_block(space, block: int, args, device: torch.device, autocast) -> dict
                         target(chunk)
 
     rate(paths=all_paths[:2])  # warm-up: first-call costs (kernel selection for new shapes) are not rating's
-    rate_s, rate_ref_s, rate_ratio = interleaved(rate, rate_reference, device, args.rate_rounds, warmup=False)
-    result.update(rate_s=rate_s, rated_paths=len(all_paths), rate_reference_s=rate_ref_s, rate_ratio=rate_ratio)
+    # no further warm-up: each is called once to size its measurement before the rounds
+    (rate_s, rate_ref_s), (t_rate, t_rate_ref) = interleaved([rate, rate_reference], args.rate_rounds, warmup=0)
+    rate_spread = ratio_spread(t_rate, t_rate_ref)
+    result.update(rate_s=rate_s, rated_paths=len(all_paths), rate_reference_s=rate_ref_s, rate_ratio=rate_spread.median,
+                  rate_spread=spread_dict(rate_spread))
     if "naive_rate_s" in result:
         result["rate_prefix_speedup"] = result["naive_rate_s"] / rate_s
     result["peak_memory_mb"] = peak_memory_mb(device)
@@ -269,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=None)
     parser.add_argument("--hidden-dim", type=int, default=512)
     parser.add_argument("--proj-dim", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of step vs reference")
-    parser.add_argument("--rate-rounds", type=int, default=3, help="interleaved rounds of rating vs reference")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds of step vs reference vs matmul")
+    parser.add_argument("--rate-rounds", type=int, default=5, help="interleaved rounds of rating vs reference")
     parser.add_argument("--rate-images", type=int, default=128)
     parser.add_argument("--rate-paths", type=int, default=0, help="rate only the first N paths of a block (0 = all)")
     parser.add_argument("--naive-rating", action="store_true", help="also time rating with the prefix recomputed per path")
@@ -283,8 +286,6 @@ def main(argv: list[str] | None = None) -> int:
     autocast = autocast_factory("auto", device)
     size = args.image_size or (32 if device.type == "cuda" else 16)
     names = list_spaces() if args.spaces == "all" else args.spaces.split(",")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    peak = matmul_gflops(device, dtype)
     rows = []
     for name in names:
         options = {} if name == "nats-sss" else {"width_mult": args.width_mult}
@@ -294,11 +295,12 @@ def main(argv: list[str] | None = None) -> int:
             if wanted is not None and spec.index not in wanted:
                 continue
             row = bench_block(space, spec.index, args, device, autocast)
-            row["machine_gflops"] = peak
             rows.append(row)
             print(format_row(row), flush=True)
     report = {"machine": machine(), "device": str(device), "image_size": size, "args": vars(args) | {"out": None},
-              "matmul_gflops": peak, "rows": rows,
+              "matmul_gflops": statistics.median(r["machine_gflops"] for r in rows), "rows": rows,
+              "untrusted": [f"{r['space']} block {r['block']}: {label}" for r in rows for name, label in SPREADS.items()
+                            if not r[name]["trusted"]],
               "command": "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     out = args.out or REPO / "bench-out" / f"throughput-{device.type}"
     write_json(out / "throughput.json", report)
@@ -307,11 +309,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+#: per-round ratios whose spread is reported and checked
+SPREADS = {"overhead_spread": "overhead ratio", "rate_spread": "rating ratio", "matmul_share_spread": "share of matmul"}
+
+
+def spread_dict(spread: Spread) -> dict:
+    return {"min": spread.low, "median": spread.median, "max": spread.high, "trusted": spread.trusted}
+
+
+def show_spread(d: dict, fmt: str = ".3f") -> str:
+    """median [min..max], with a warning sign when the rounds disagree too much to trust the figure."""
+    text = f"{d['median']:{fmt}} [{d['min']:{fmt}}..{d['max']:{fmt}}]"
+    return text if d["trusted"] else text + " (!)"
+
+
 def format_row(r: dict) -> str:
     extra = f" naive x{r['prefix_sharing_speedup']:.2f}" if "prefix_sharing_speedup" in r else ""
     return (f"{r['space']} block {r['block']}: step {r['step_s']:.3f}s ({r['images_per_s']:.0f} img/s), overhead "
-            f"{r['overhead_ratio']:.3f}{extra}, rating {r['rate_s']:.2f}s ratio {r['rate_ratio']:.3f}, "
-            f"{r['achieved_gflops']:.1f} GFLOP/s of {r['machine_gflops']:.0f}")
+            f"{show_spread(r['overhead_spread'])}{extra}, rating {r['rate_s']:.2f}s ratio {show_spread(r['rate_spread'])}, "
+            f"{r['achieved_gflops']:.1f} GFLOP/s = {show_spread(r['matmul_share_spread'], '.0%')} of matmul")
 
 
 def render(report: dict) -> str:
@@ -319,9 +335,13 @@ def render(report: dict) -> str:
     lines = [
         f"Throughput on {report['device']}" + (f" ({m['gpu']})" if "gpu" in m else f" ({m['cpu_count']} cores)")
         + f", torch {m['torch']}, {m['date']}; input {report['image_size']}x{report['image_size']}, "
-        f"batch {report['args']['batch']}; dense matmul {report['matmul_gflops']:.0f} GFLOP/s.",
+        f"batch {report['args']['batch']}; dense matmul {report['matmul_gflops']:.0f} GFLOP/s (median over blocks).",
         "",
         f"Command: `{report['command']}`",
+        "",
+        "Ratios are median [min..max] over interleaved rounds (step, reference and matmul timed once each per round; "
+        f"rating and its reference likewise); (!) marks a spread wider than x{MAX_TRUSTED_SPREAD} (max/min): "
+        "the machine was too busy for that figure to be trusted.",
         "",
         "| space | block | K | step s | img/s | overhead ratio | naive prefix speed-up | rating s (paths) | rating ratio | GFLOP/s (share of matmul) | peak MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -329,10 +349,13 @@ def render(report: dict) -> str:
     for r in report["rows"]:
         naive = f"{r['prefix_sharing_speedup']:.2f}x" if "prefix_sharing_speedup" in r else "-"
         lines.append(
-            f"| {r['space']} | {r['block']} | {r['k']} | {r['step_s']:.3f} | {r['images_per_s']:.0f} | {r['overhead_ratio']:.3f} | {naive} | "
-            f"{r['rate_s']:.2f} ({r['rated_paths']}) | {r['rate_ratio']:.3f} | {r['achieved_gflops']:.0f} "
-            f"({r['achieved_gflops'] / r['machine_gflops']:.0%}) | {r['peak_memory_mb']:.0f} |"
+            f"| {r['space']} | {r['block']} | {r['k']} | {r['step_s']:.3f} | {r['images_per_s']:.0f} | "
+            f"{show_spread(r['overhead_spread'])} | {naive} | {r['rate_s']:.2f} ({r['rated_paths']}) | "
+            f"{show_spread(r['rate_spread'])} | {r['achieved_gflops']:.0f} ({show_spread(r['matmul_share_spread'], '.0%')}) | "
+            f"{r['peak_memory_mb']:.0f} |"
         )
+    if report["untrusted"]:
+        lines += ["", f"**Spread too wide to trust** (rerun on a quieter machine): {'; '.join(report['untrusted'])}."]
     return "\n".join(lines) + "\n"
 
 

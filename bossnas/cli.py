@@ -141,7 +141,9 @@ def _train(preset, overrides, space, data, data_dir, out, resume, force, device,
     return search, config, run_dir, console
 
 
-def _finish(run_dir: Path, max_flops: float | None, max_params: float | None, console, wall: float | None = None) -> dict:
+def _finish(run_dir: Path, max_flops: float | None, max_params: float | None, console, wall: float | None = None,
+            max_latency: float | None = None, latency_device: str = "cpu") -> dict:
+    from bossnas.search.latency import latency_budget, plot_pareto
     from bossnas.search.report import select, tables_from_state, write_best_arch, write_report
     from bossnas.train.runner import load_run
 
@@ -153,13 +155,17 @@ def _finish(run_dir: Path, max_flops: float | None, max_params: float | None, co
     tables = tables_from_state(space, state["tables"])
     max_flops = max_flops if max_flops is not None else config.search.max_flops
     max_params = max_params if max_params is not None else config.search.max_params
-    choice = select(space, tables, max_flops, max_params)
-    record = write_best_arch(run_dir, space, choice, config, max_flops, max_params)
+    latency_budgets, latency = latency_budget(run_dir, space, max_latency, latency_device)
+    choice = select(space, tables, max_flops, max_params, latency_budgets)
+    record = write_best_arch(run_dir, space, choice, config, max_flops, max_params, latency, max_latency)
     write_report(run_dir, space, config, state, tables, record, wall)
     console.print(
         f"[bold green]chosen architecture[/] {record['arch']}  rating {record['rating']:.5f}  "
         f"params {record['params']:,}  FLOPs {record['flops'] / 1e6:.2f}M  -> {run_dir / 'best_arch.json'}"
     )
+    if latency is not None:
+        console.print(f"latency {record['latency_ms']:.3f} ms (table sum, {latency_device}); rating vs latency / FLOPs: "
+                      f"{plot_pareto(run_dir, space, tables, latency, choice.arch)}")
     return record
 
 
@@ -248,9 +254,15 @@ def search(
     run_dir: Path = typer.Argument(..., help="a finished run folder"),
     max_flops: str | None = MaxFlopsOpt,
     max_params: str | None = MaxParamsOpt,
+    max_latency: str | None = typer.Option(None, "--max-latency", help="latency budget (e.g. 3ms, 800us) against "
+                                           "RUN/latency_<device>.csv from `bossnas latency RUN`"),
+    latency_device: str = typer.Option("cpu", "--latency-device", help="whose latency table: cpu or cuda"),
 ) -> None:
-    """Choose the best-rated architecture of a trained run, optionally under a FLOPs/params budget."""
-    _finish(run_dir, _parse_budget(max_flops, "--max-flops"), _parse_budget(max_params, "--max-params"), _console())
+    """Choose the best-rated architecture of a trained run, optionally under a FLOPs/params/latency budget."""
+    from bossnas.search.latency import parse_duration
+
+    _finish(run_dir, _parse_budget(max_flops, "--max-flops"), _parse_budget(max_params, "--max-params"), _console(),
+            max_latency=None if max_latency is None else parse_duration(max_latency), latency_device=latency_device)
 
 
 @app.command()

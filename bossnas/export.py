@@ -7,15 +7,25 @@ Two forms, written side by side into one folder:
   ``model.json`` holds the same spec plus the input normalisation and class names;
 - ``model.pt2``: a ``torch.export`` ExportedProgram with a dynamic batch dimension, loadable
   with plain torch (``torch.export.load("model.pt2").module()``), no bossnas needed; the
-  spec travels inside it as the extra file ``bossnas.json``.
+  spec travels inside it as the extra file ``bossnas.json``;
+- ``model.onnx`` (when the ``onnx`` extra is installed: ``pip install 'bossnas[onnx]'``): an
+  ONNX graph at opset ``ONNX_OPSET`` with input ``images`` (N x C x H x W, N dynamic) and
+  output ``logits``, written by ``torch.onnx.export(..., dynamo=True)`` (the exporter torch
+  recommends and defaults to; it works offline and goes through ``torch.export``, the same
+  graph capture as ``model.pt2``).
 
-Every export is checked: both forms are loaded back and must give the original's outputs.
+Every export is checked: every written form is loaded back (the ONNX graph in ONNX Runtime)
+and must give the original's outputs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import io
 import json
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +45,13 @@ PROGRAM_EXTRA = "bossnas.json"
 FORMATS = ("all", "state-dict", "program")
 #: batch size of the example the program is traced with (1 would be specialised to a constant)
 EXAMPLE_BATCH = 2
+ONNX_FILE = "model.onnx"
+#: opset of model.onnx: 18 is the dynamo exporter's own opset in torch 2.13 (no version
+#: conversion step) and ONNX Runtime >= 1.14 runs it
+ONNX_OPSET = 18
+ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
+ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+ONNX_HINT = "pip install 'bossnas[onnx]' (onnx, onnxscript, onnxruntime)"
 
 
 @dataclass
@@ -45,6 +62,8 @@ class Exported:
     files: list[Path]
     spec: dict
     max_abs_diff: float
+    #: ONNX Runtime against PyTorch on the check batch; None when no model.onnx was written
+    onnx_max_abs_diff: float | None = None
 
 
 def _spec_of(model: nn.Module) -> dict:
@@ -148,14 +167,57 @@ def export_program(model: nn.Module, spec: dict) -> torch.export.ExportedProgram
                            "use --format state-dict") from None
 
 
+def onnx_available() -> bool:
+    """Whether the ``onnx`` extra (exporter, its script library and ONNX Runtime) is installed."""
+    return all(importlib.util.find_spec(name) is not None for name in ONNX_PACKAGES)
+
+
+def export_onnx(model: nn.Module, spec: dict) -> bytes:
+    """The serialised ONNX graph of ``model`` with a dynamic batch axis (opset ``ONNX_OPSET``)."""
+    if not onnx_available():
+        raise BossNASError(f"ONNX export needs the onnx extra: {ONNX_HINT}")
+    quiet = logging.getLogger("torch.onnx")  # its per-op notes (e.g. torchvision not installed) are not the user's
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        # the exporter prints its progress on stdout even with verbose=False, and torch's own
+        # deprecation warnings from inside it are nothing the user can act on
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            program = torch.onnx.export(model, (_example(spec, EXAMPLE_BATCH, 0),), dynamo=True, verbose=False,
+                                        opset_version=ONNX_OPSET, input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+                                        dynamic_shapes=({0: torch.export.Dim("batch")},))
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many types; the other forms still export
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise BossNASError(f"ONNX export failed for {spec['name']} ({type(exc).__name__}: {first}); "
+                           "add --no-onnx to export the other forms") from None
+    finally:
+        quiet.setLevel(level)
+    return program.model_proto.SerializeToString()
+
+
+def run_onnx(graph: str | Path | bytes, images: torch.Tensor) -> torch.Tensor:
+    """The logits ONNX Runtime (CPU) computes for ``images`` with an exported graph (file or bytes)."""
+    import onnxruntime
+
+    source = graph if isinstance(graph, bytes) else str(graph)
+    session = onnxruntime.InferenceSession(source, providers=["CPUExecutionProvider"])
+    (logits,) = session.run([ONNX_OUTPUT], {ONNX_INPUT: images.detach().cpu().float().numpy()})
+    return torch.from_numpy(logits)
+
+
 def export_model(model: nn.Module, out_dir: str | Path, extra: dict | None = None, fmt: str = "all",
-                 force: bool = False, atol: float = 1e-5) -> Exported:
-    """Write the bundle (+ model.json) and/or the program into ``out_dir``, then check both load back equal."""
+                 force: bool = False, atol: float = 1e-5, onnx: bool = False) -> Exported:
+    """Write the bundle (+ model.json) and/or the program (and ``model.onnx`` with ``onnx=True``) into
+    ``out_dir``, then check every written form gives the original's outputs."""
     if fmt not in FORMATS:
         raise BossNASError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    if onnx and not onnx_available():
+        raise BossNASError(f"ONNX export needs the onnx extra: {ONNX_HINT}")
     out_dir = Path(out_dir)
     spec = _spec_of(model)
     names = ([WEIGHTS_FILE, SPEC_FILE] if fmt in ("all", "state-dict") else []) + ([PROGRAM_FILE] if fmt in ("all", "program") else [])
+    names += [ONNX_FILE] if onnx else []
     files = [out_dir / n for n in names]
     clash = [f for f in files if f.exists()]
     if clash and not force:
@@ -163,9 +225,13 @@ def export_model(model: nn.Module, out_dir: str | Path, extra: dict | None = Non
     model = model.eval().cpu()
     record = {"format": EXPORT_FORMAT, **spec, **(extra or {}),
               "files": {"weights": WEIGHTS_FILE if WEIGHTS_FILE in names else None,
-                        "program": PROGRAM_FILE if PROGRAM_FILE in names else None},
+                        "program": PROGRAM_FILE if PROGRAM_FILE in names else None,
+                        "onnx": ONNX_FILE if onnx else None},
+              **({"onnx_opset": ONNX_OPSET, "onnx_input": ONNX_INPUT, "onnx_output": ONNX_OUTPUT} if onnx else {}),
               "torch": torch.__version__}
-    program = export_program(model, spec) if PROGRAM_FILE in names else None  # fails before anything is written
+    # both graph captures fail before anything is written
+    program = export_program(model, spec) if PROGRAM_FILE in names else None
+    graph = export_onnx(model, spec) if onnx else None
     if WEIGHTS_FILE in names:
         buffer = io.BytesIO()
         torch.save({"format": EXPORT_FORMAT, "spec": spec, "state_dict": model.state_dict()}, buffer)
@@ -175,8 +241,11 @@ def export_model(model: nn.Module, out_dir: str | Path, extra: dict | None = Non
         buffer = io.BytesIO()
         torch.export.save(program, buffer, extra_files={PROGRAM_EXTRA: json.dumps(record, allow_nan=False)})
         atomic_write_bytes(out_dir / PROGRAM_FILE, buffer.getvalue())
-    diff = check_export(model, out_dir, names, atol)
-    return Exported(out_dir, files, spec, diff)
+    if graph is not None:
+        atomic_write_bytes(out_dir / ONNX_FILE, graph)
+    diff = check_export(model, out_dir, [n for n in names if n != ONNX_FILE], atol)
+    onnx_diff = check_onnx(model, out_dir / ONNX_FILE) if onnx else None
+    return Exported(out_dir, files, spec, diff, onnx_diff)
 
 
 @torch.no_grad()
@@ -219,4 +288,25 @@ def ema_warning(run_dir: str | Path, weights: str | None) -> str | None:
             f"({plain['top1']:.2f}%); add --weights model to export it (or --weights ema to keep EMA silently)")
 
 
-__all__ = ["Exported", "ema_warning", "export_model", "load_exported", "model_from_retrain", "model_from_weights"]
+@torch.no_grad()
+def check_onnx(model: nn.Module, graph: Path, tolerance: float = 1e-3) -> float:
+    """Max |ONNX Runtime - PyTorch| over a batch of 3 and of 1 (batch sizes it was not traced with).
+
+    ONNX Runtime fuses and reorders float32 arithmetic, so it matches to rounding, not bit for
+    bit: the difference must stay below ``tolerance`` times the largest logit (at least 1).
+    """
+    spec = _spec_of(model)
+    worst = 0.0
+    for batch, seed in ((EXAMPLE_BATCH + 1, 1), (1, 2)):
+        x = _example(spec, batch, seed)
+        expected, got = model.eval()(x), run_onnx(graph, x)
+        diff = float((got - expected).abs().max())
+        worst = max(worst, diff)
+        # a mismatch here is a bug in the exporter or the runtime, not a user mistake: keep the traceback
+        if not diff <= tolerance * max(1.0, float(expected.abs().max())):
+            raise AssertionError(f"ONNX Runtime differs from PyTorch by {diff:.3g} on a batch of {batch}")
+    return worst
+
+
+__all__ = ["ONNX_FILE", "ONNX_OPSET", "Exported", "check_onnx", "ema_warning", "export_model", "export_onnx",
+           "load_exported", "model_from_retrain", "model_from_weights", "onnx_available", "run_onnx"]

@@ -9,4 +9,5 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bossnas.commands.retrain",
     "bossnas.commands.export",
     "bossnas.commands.version",
+    "bossnas.commands.latency",
 )

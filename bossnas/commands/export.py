@@ -1,4 +1,4 @@
-"""``bossnas export``: a trained network as a weights bundle and a torch.export program."""
+"""``bossnas export``: a trained network as a weights bundle, a torch.export program and an ONNX graph."""
 
 from __future__ import annotations
 
@@ -19,9 +19,21 @@ def export(
     in_channels: int | None = typer.Option(None, "--in-channels", help="weights file: input channels (default 3)"),
     image_size: int | None = typer.Option(None, "--image-size", help="weights file: input side"),
     force: bool = typer.Option(False, "--force", help="overwrite existing exported files"),
+    onnx: bool | None = typer.Option(None, "--onnx/--no-onnx",
+                                     help="also write model.onnx, checked in ONNX Runtime (default: with --format all "
+                                          "when the onnx extra is installed)"),
 ) -> None:
-    """Write model.pt + model.json (for bossnas.create_model) and model.pt2 (torch.export, plain torch)."""
-    from bossnas.export import ema_warning, export_model, model_from_retrain, model_from_weights
+    """Write model.pt + model.json (for bossnas.create_model), model.pt2 (torch.export, plain torch) and
+    model.onnx (ONNX Runtime; needs `pip install 'bossnas[onnx]'`)."""
+    from bossnas.export import (
+        ONNX_HINT,
+        ONNX_OPSET,
+        ema_warning,
+        export_model,
+        model_from_retrain,
+        model_from_weights,
+        onnx_available,
+    )
 
     if source.is_dir():
         model, extra = model_from_retrain(source, weights)
@@ -39,12 +51,19 @@ def export(
         out = out or source.with_name(source.stem + "-export")
     else:
         raise BossNASError(f"'{source}' does not exist; give a `bossnas retrain` folder or a weights file")
-    result = export_model(model, out, extra, fmt, force)
+    if onnx is None:
+        onnx = fmt == "all" and onnx_available()
+        if fmt == "all" and not onnx:
+            typer.echo(f"note: model.onnx not written; for ONNX export: {ONNX_HINT}", err=True)
+    result = export_model(model, out, extra, fmt, force, onnx=onnx)
     for f in result.files:
         typer.echo(f"{f}  ({f.stat().st_size / 1e6:.2f} MB)")
     spec = result.spec
     typer.echo(f"{spec['name']}: input {spec['in_channels']}x{spec['image_size']}x{spec['image_size']}, {spec['num_classes']} classes; "
                f"reloaded outputs match (max |diff| {result.max_abs_diff:.2e})")
+    if result.onnx_max_abs_diff is not None:
+        typer.echo(f"model.onnx (opset {ONNX_OPSET}, dynamic batch): ONNX Runtime matches PyTorch "
+                   f"(max |diff| {result.onnx_max_abs_diff:.2e})")
 
 
 def register(app: typer.Typer) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import platform
 from pathlib import Path as FsPath
+from typing import TYPE_CHECKING
 
 import torch
 
 from bossnas.config import RunConfig
 from bossnas.search.costs import arch_cost, cost_table
 from bossnas.search.select import (
+    Budget,
     RatingTables,
     Selection,
     best_constrained,
@@ -20,20 +22,27 @@ from bossnas.search.select import (
 from bossnas.spaces.base import SearchSpace
 from bossnas.utils.io import atomic_write_json, atomic_write_text
 
+if TYPE_CHECKING:  # the latency module draws with matplotlib: imported only where a table is used
+    from bossnas.search.latency import LatencyTable
+
 
 def tables_from_state(space: SearchSpace, tables: dict[str, list]) -> RatingTables:
     return [{space.parse_path(int(b), p): float(r) for p, r in tables[str(b)]} for b in range(len(space.blocks))]
 
 
-def select(space: SearchSpace, tables: RatingTables, max_flops: float | None, max_params: float | None) -> Selection:
-    if max_flops is None and max_params is None:
+def select(space: SearchSpace, tables: RatingTables, max_flops: float | None, max_params: float | None,
+           extra: list[Budget] | None = None) -> Selection:
+    """The best-rated architecture under the FLOPs / parameter budgets and ``extra`` ones (e.g. latency)."""
+    if max_flops is None and max_params is None and not extra:
         best = best_unconstrained(tables)
         return Selection(best.arch, best.rating, arch_cost(space, best.arch))
-    return best_constrained(space, tables, cost_table(space), max_flops, max_params)
+    return best_constrained(space, tables, cost_table(space), max_flops, max_params, extra)
 
 
 def write_best_arch(run_dir: FsPath, space: SearchSpace, choice: Selection, config: RunConfig,
-                    max_flops: float | None, max_params: float | None) -> dict:
+                    max_flops: float | None, max_params: float | None, latency: LatencyTable | None = None,
+                    max_latency: float | None = None) -> dict:
+    """``best_arch.json``; with a latency table also the choice's modelled latency and how it was measured."""
     cost = choice.cost or arch_cost(space, choice.arch)
     record = {
         "space": space.name,
@@ -49,6 +58,10 @@ def write_best_arch(run_dir: FsPath, space: SearchSpace, choice: Selection, conf
         "data": config.data.name,
         "seed": config.seed,
     }
+    if latency is not None:
+        record["constraints"]["max_latency_ms"] = None if max_latency is None else max_latency * 1e3
+        record["latency_ms"] = round(latency.latency(choice.arch) * 1e3, 6)
+        record["latency"] = {k: latency.meta.get(k) for k in ("device", "device_name", "batch", "threads")}
     atomic_write_json(run_dir / "best_arch.json", record)
     return record
 
@@ -66,6 +79,11 @@ def write_report(run_dir: FsPath, space: SearchSpace, config: RunConfig, state: 
     constraints = {k: v for k, v in record["constraints"].items() if v is not None}
     if constraints:
         lines += [f"Budget: {', '.join(f'{k} = {v:.4g}' for k, v in constraints.items())}.", ""]
+    if "latency_ms" in record:
+        how = record["latency"]
+        lines += [f"Latency (sum of the measured block table, {how['device']} {how['device_name']}, batch {how['batch']}, "
+                  f"{how['threads']} thread(s)): {record['latency_ms']:.3f} ms; rating against latency and FLOPs "
+                  f"with the Pareto fronts: `pareto_{how['device'].split(':')[0]}.png`.", ""]
     lines += ["## Blocks", "", "| block | paths | best path | its rating | worst rating |", "|---|---|---|---|---|"]
     for b, table in enumerate(tables):
         best = min(table, key=table.__getitem__)

@@ -1,10 +1,12 @@
 """Choosing architectures from the block-wise rating tables.
 
 An architecture's rating is the sum of its block ratings. Without a budget the best
-architecture is each block's best path. With a FLOPs and/or parameter budget the choice
-is exact: a dynamic programme over blocks that keeps, for each boundary state, the
-Pareto front of (cost, rating) of partial architectures; nothing that could still lead to
-the optimum is dropped, so the result is the true best sum under the budget.
+architecture is each block's best path. With budgets on additive costs (FLOPs, parameters,
+measured latency: anything that sums over the blocks given each block's path and the
+previous block's boundary key) the choice is exact: a dynamic programme over blocks that
+keeps, for each boundary state, the Pareto front of (costs, rating) of partial
+architectures; nothing that could still lead to the optimum is dropped, so the result is
+the true best sum under the budgets.
 """
 
 from __future__ import annotations
@@ -60,23 +62,40 @@ def top_k(tables: RatingTables, k: int) -> list[Selection]:
     return out
 
 
-def _pareto(items: list[tuple[float, float, float, tuple]], use_flops: bool, use_params: bool) -> list:
-    """Drop partial solutions that another one beats or ties on every active cost and the rating."""
-    if not items:
+#: one additive cost of every (previous-block key, path) of each block: an architecture's cost
+#: is ``sum_k table[k][(key of path k-1, path k)]`` (FLOPs, parameters, measured latency)
+CostTable = list[dict[tuple[Hashable, Path], float]]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """An upper bound on one additive cost; ``name`` is what the user raises in the error message."""
+
+    name: str
+    table: CostTable
+    limit: float
+
+
+#: a partial architecture in the dynamic programme: (summed costs, summed rating, paths)
+_Partial = tuple[tuple[float, ...], float, tuple]
+
+
+def _pareto(items: list[_Partial]) -> list[_Partial]:
+    """Drop partial solutions that another one beats or ties on every cost and the rating."""
+    if len(items) <= 1:
         return items
-    if use_flops != use_params:
-        axis = 0 if use_flops else 1
-        items.sort(key=lambda it: (it[axis], it[2]))
+    if len(items[0][0]) == 1:
+        items.sort(key=lambda it: (it[0][0], it[1]))
         front, best = [], math.inf
         for it in items:
-            if it[2] < best:
+            if it[1] < best:
                 front.append(it)
-                best = it[2]
+                best = it[1]
         return front
-    arr = np.array([[it[0], it[1], it[2]] for it in items])
-    order = np.lexsort((arr[:, 2], arr[:, 1], arr[:, 0]))
+    arr = np.array([[*it[0], it[1]] for it in items])
+    order = np.lexsort(arr.T[::-1])
     keep: list[int] = []
-    kept = np.empty((0, 3))
+    kept = np.empty((0, arr.shape[1]))
     for i in order:
         row = arr[i]
         if len(kept) and np.any(np.all(kept <= row, axis=1)):
@@ -86,45 +105,76 @@ def _pareto(items: list[tuple[float, float, float, tuple]], use_flops: bool, use
     return [items[i] for i in keep]
 
 
-def best_constrained(space: SearchSpace, tables: RatingTables, costs: BlockCostTable,
-                     max_flops: float | None = None, max_params: float | None = None) -> Selection:
-    """The best-rated architecture whose FLOPs and parameters fit the budget (exact)."""
-    if max_flops is None and max_params is None:
-        best = best_unconstrained(tables)
-        return Selection(best.arch, best.rating, costs.cost(best.arch))
-    f_cap = math.inf if max_flops is None else max_flops
-    p_cap = math.inf if max_params is None else max_params
+def _fronts(space: SearchSpace, tables: RatingTables, cost_tables: list[CostTable],
+            limits: list[float]) -> list[_Partial]:
+    """Every complete architecture on a boundary-key's Pareto front of (costs, rating) within the limits.
+
+    Block by block, partial architectures are grouped by the key the next block depends on;
+    within a group, one that another beats on every cost and the rating can never lead to
+    the optimum (the rest adds the same to both), so only each group's front is kept.
+    """
     blocks = space.blocks
     # lowest cost any suffix of blocks can add: a safe bound for pruning
-    min_rest = [(0.0, 0.0)] * (len(blocks) + 1)
+    min_rest = [[0.0] * len(cost_tables) for _ in range(len(blocks) + 1)]
     for b in range(len(blocks) - 1, -1, -1):
-        t = costs.tables[b].values()
-        min_rest[b] = (min(c.flops for c in t) + min_rest[b + 1][0], min(c.params for c in t) + min_rest[b + 1][1])
-    if min_rest[0][0] > f_cap or min_rest[0][1] > p_cap:
-        raise BossNASError(
-            f"no architecture of '{space.name}' fits the budget: the smallest needs "
-            f"{min_rest[0][0]:.4g} FLOPs and {min_rest[0][1]:.4g} parameters; raise "
-            "search.max_flops / search.max_params above those"
-        )
-    states: dict[Hashable, list[tuple[float, float, float, tuple]]] = {None: [(0.0, 0.0, 0.0, ())]}
+        min_rest[b] = [min(t[b].values()) + rest for t, rest in zip(cost_tables, min_rest[b + 1])]
+    states: dict[Hashable, list[_Partial]] = {None: [((0.0,) * len(cost_tables), 0.0, ())]}
     for spec in blocks:
-        rest_f, rest_p = min_rest[spec.index + 1]
-        grouped: dict[Hashable, list] = {}
+        rest = min_rest[spec.index + 1]
+        grouped: dict[Hashable, list[_Partial]] = {}
         for key, partials in states.items():
             for path, rating in tables[spec.index].items():
-                c = costs.tables[spec.index][(key, path)]
+                step = [t[spec.index][(key, path)] for t in cost_tables]
                 new_key = space.boundary_key(spec.index, path)
-                for f, p, r, paths in partials:
-                    nf, np_ = f + c.flops, p + c.params
-                    if nf + rest_f > f_cap or np_ + rest_p > p_cap:
+                for costs, r, paths in partials:
+                    summed = tuple(c + s for c, s in zip(costs, step))
+                    if any(c + m > limit for c, m, limit in zip(summed, rest, limits)):
                         continue
-                    grouped.setdefault(new_key, []).append((nf, np_, r + rating, paths + (path,)))
-        states = {k: _pareto(v, max_flops is not None, max_params is not None) for k, v in grouped.items()}
-    finals = [it for items in states.values() for it in items]
+                    grouped.setdefault(new_key, []).append((summed, r + rating, paths + (path,)))
+        states = {k: _pareto(v) for k, v in grouped.items()}
+    return [it for items in states.values() for it in items]
+
+
+def best_within(space: SearchSpace, tables: RatingTables, budgets: list[Budget]) -> tuple[Selection, tuple[float, ...]]:
+    """The best-rated architecture whose every additive cost fits its budget (exact), and its costs.
+
+    >>> best_within(space, tables, [Budget("--max-latency", latency_table, 3e-3)])   # doctest: +SKIP
+    """
+    if not budgets:
+        best = best_unconstrained(tables)
+        return best, ()
+    smallest = [sum(min(t[b.index].values()) for b in space.blocks) for t in (bd.table for bd in budgets)]
+    if any(s > bd.limit for s, bd in zip(smallest, budgets)):
+        needs = ", ".join(f"{bd.name} {s:.4g}" for s, bd in zip(smallest, budgets))
+        raise BossNASError(f"no architecture of '{space.name}' fits the budget: the smallest needs {needs}; "
+                           f"raise {' / '.join(bd.name for bd in budgets)} above those")
+    finals = _fronts(space, tables, [bd.table for bd in budgets], [bd.limit for bd in budgets])
     if not finals:
-        raise BossNASError("no rated architecture fits the budget; raise search.max_flops / search.max_params")
-    f, p, r, arch = min(finals, key=lambda it: (it[2], it[0], it[1]))
-    return Selection(arch, r, Cost(f, p))
+        raise BossNASError(f"no rated architecture fits the budget; raise {' / '.join(bd.name for bd in budgets)}")
+    costs, rating, arch = min(finals, key=lambda it: (it[1], it[0]))
+    return Selection(arch, rating), costs
+
+
+def pareto_front(space: SearchSpace, tables: RatingTables, cost: CostTable) -> list[tuple[float, float, Arch]]:
+    """The exact front of (cost, rating) over the whole space, cheapest first: (cost, rating, arch)."""
+    finals = _pareto(_fronts(space, tables, [cost], [math.inf]))
+    return [(c[0], r, arch) for c, r, arch in finals]
+
+
+def flops_table(costs: BlockCostTable, what: str = "flops") -> CostTable:
+    """One column (``"flops"`` or ``"params"``) of a BlockCostTable as an additive cost table."""
+    return [{k: float(getattr(c, what)) for k, c in table.items()} for table in costs.tables]
+
+
+def best_constrained(space: SearchSpace, tables: RatingTables, costs: BlockCostTable,
+                     max_flops: float | None = None, max_params: float | None = None,
+                     extra: list[Budget] | None = None) -> Selection:
+    """The best-rated architecture whose FLOPs and parameters (and ``extra`` budgets) fit (exact)."""
+    budgets = [Budget(name, flops_table(costs, what), limit)
+               for name, what, limit in (("search.max_flops", "flops", max_flops), ("search.max_params", "params", max_params))
+               if limit is not None] + list(extra or [])
+    choice, _ = best_within(space, tables, budgets)
+    return Selection(choice.arch, choice.rating, costs.cost(choice.arch))
 
 
 def all_ratings(tables: RatingTables, limit: int = 2_000_000) -> tuple[list[Arch], np.ndarray]:
