@@ -10,20 +10,29 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path as FsPath
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from bossnas.errors import BossNASError, closest
 
+#: the augmentations both commands accept (the search draws two views of each, the
+#: retraining one): "small" pad-crop + flip (+ colour jitter in the search's ``imagenet``),
+#: "small-noflip" the same without the flip (digits), "imagenet" resized crop + flip, "none"
+AUGMENTS = ("small", "small-noflip", "imagenet", "none")
+
 
 @dataclass
 class DataConfig:
+    """The data set; the same keys and values for ``bossnas run`` and ``bossnas retrain``."""
+
     #: digits | cifar10 | cifar100 | imagefolder
     name: str = "digits"
     #: folder of the data set (cifar: the folder holding cifar-10-batches-py; imagefolder: the root)
@@ -31,14 +40,15 @@ class DataConfig:
     #: cifar only: download the archive (checksum verified) when it is not under root
     download: bool = False
     #: side of the square images fed to the network; default: the data's own size, or the
-    #: space's input size for digits
+    #: space's (model's) input size for digits
     image_size: int | None = None
     #: use only the first N training images of a fixed shuffle (None: all)
     train_images: int | None = None
     #: worker processes decoding image folders (0: in the main process)
     workers: int = 0
-    #: two-view augmentation: "small" (pad-crop + flip + colour jitter) or "imagenet" (resized crop)
-    augment: str = "small"
+    #: small | small-noflip | imagenet | none (see AUGMENTS); None: automatic (retrain only:
+    #: small-noflip for digits, imagenet for images of 64 px and more, small otherwise)
+    augment: str | None = "small"
 
 
 @dataclass
@@ -54,26 +64,36 @@ class ModelConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainBase:
+    """Optimiser and schedule keys both loops share (each command sets its own defaults)."""
+
     epochs: int = 1
     batch_size: int = 128
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    #: linear warm-up of the learning rate, then a cosine to 0
+    warmup_epochs: float = 0.0
+    #: auto (bf16 autocast on CUDA only) | bf16 | off
+    amp: str = "auto"
+    #: also write a checkpoint when this many minutes passed since the last one (0: off), so
+    #: that a kill before the first epoch end loses at most this much work
+    checkpoint_minutes: float = 10.0
+
+
+@dataclass
+class TrainConfig(TrainBase):
     #: K, paths per step (None: the candidate count for fair sampling, 4 for uniform)
     paths_per_step: int | None = None
     #: fair | uniform (None: the space's default)
     sampling: str | None = None
     #: ensemble bootstrapping (True) or a plain per-path BYOL target (False, an ablation)
     ensemble: bool = True
-    optimizer: str = "sgd"
     lr: float = 0.05
-    momentum: float = 0.9
     weight_decay: float = 1e-4
-    warmup_epochs: float = 0.0
     #: BYOL target momentum at the start of each block (rises to 1.0 on a cosine)
     base_momentum: float = 0.99
     #: micro-batches per optimizer step
     accumulate: int = 1
-    #: auto (bf16 autocast on CUDA only) | bf16 | off
-    amp: str = "auto"
     channels_last: bool = False
     #: also write a checkpoint every N steps inside an epoch (0: only at epoch ends)
     checkpoint_every: int = 0
@@ -95,39 +115,53 @@ class SearchConfig:
     max_params: float | None = None
 
 
+#: key -> (predicate, description of the valid range)
+Checks = dict[str, tuple[typing.Callable[[Any], bool], str]]
+
+
 @dataclass
-class RunConfig:
-    space: str = "nats-sss"
+class ConfigBase:
+    """What every command's configuration shares: seed, device, and one way to set keys,
+    compare and fingerprint. A command's config adds its sections and says which keys do
+    not change the trained weights (``UNTRAINED``) and how its values are checked."""
+
     seed: int = 0
     #: auto | cpu | cuda | cuda:N
     device: str = "auto"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
+
+    #: dotted keys (or whole sections) that do not change the trained weights
+    UNTRAINED: typing.ClassVar[tuple[str, ...]] = ()
+    #: value checks of this command's keys
+    CHECKS: typing.ClassVar[Checks] = {}
+    #: how messages call a key ("config key", "retrain key")
+    LABEL: typing.ClassVar[str] = "config key"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def fingerprint(self) -> str:
-        """Hash of everything that changes the trained weights (not device, workers, search budgets)."""
-        return hashlib.sha256(json.dumps(self.training_view(), sort_keys=True).encode()).hexdigest()[:16]
-
     def training_view(self) -> dict:
         """The keys that change the trained weights: what a resumed run must share with its checkpoint."""
         d = self.to_dict()
-        d.pop("device")
-        d["data"].pop("workers")
-        d["data"].pop("download")
-        d["train"].pop("checkpoint_every")
-        d.pop("search")
+        for key in self.UNTRAINED:
+            *parents, last = key.split(".")
+            section = d
+            for part in parents:
+                section = section[part]
+            section.pop(last)
         return d
 
+    def fingerprint(self) -> str:
+        """Hash of :meth:`training_view`."""
+        return hashlib.sha256(json.dumps(self.training_view(), sort_keys=True).encode()).hexdigest()[:16]
 
-# Value checks: key -> (predicate, description of the valid range)
-#: key -> (predicate, description of the valid range)
-Checks = dict[str, tuple[typing.Callable[[Any], bool], str]]
+    @classmethod
+    def from_dict(cls, tree: dict, source: str = ""):  # noqa: ANN206 - the subclass
+        config = cls()
+        apply_mapping(config, tree, source)
+        return config
 
+
+#: the value checks of the search's keys (the shared ones are the retraining's too)
 _CHECKS: Checks = {
     "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
     "train.batch_size": (lambda v: v >= 2, "an integer >= 2 (BatchNorm needs two samples)"),
@@ -142,11 +176,12 @@ _CHECKS: Checks = {
     "train.accumulate": (lambda v: v >= 1, "an integer >= 1"),
     "train.amp": (lambda v: v in ("auto", "bf16", "off"), "auto, bf16 or off"),
     "train.checkpoint_every": (lambda v: v >= 0, "an integer >= 0"),
+    "train.checkpoint_minutes": (lambda v: v >= 0, "a number >= 0 (0: off)"),
     "data.name": (lambda v: v in ("digits", "cifar10", "cifar100", "imagefolder"), "digits, cifar10, cifar100 or imagefolder"),
     "data.image_size": (lambda v: v is None or v >= 4, "an integer >= 4"),
     "data.train_images": (lambda v: v is None or v >= 2, "an integer >= 2"),
     "data.workers": (lambda v: v >= 0, "an integer >= 0"),
-    "data.augment": (lambda v: v in ("small", "imagenet"), "small or imagenet"),
+    "data.augment": (lambda v: v is None or v in AUGMENTS, ", ".join(AUGMENTS)),
     "model.hidden_dim": (lambda v: v >= 1, "an integer >= 1"),
     "model.proj_dim": (lambda v: v >= 1, "an integer >= 1"),
     "model.adapter_width": (lambda v: v is None or v >= 1, "an integer >= 1"),
@@ -161,19 +196,120 @@ _CHECKS: Checks = {
     "seed": (lambda v: 0 <= v < 2**63, "an integer in 0..2**63-1"),
 }
 
+
+@dataclass
+class RunConfig(ConfigBase):
+    """``bossnas run`` / ``train``: the search."""
+
+    space: str = "nats-sss"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+    #: not device, workers, checkpoint cadence or search budgets
+    UNTRAINED: typing.ClassVar[tuple[str, ...]] = ("device", "data.workers", "data.download", "train.checkpoint_every",
+                                                   "train.checkpoint_minutes", "search")
+    CHECKS: typing.ClassVar[Checks] = _CHECKS
+
+
+@dataclass
+class RetrainModelConfig:
+    #: a registered model name (bossnet-t0) or space/arch (nats-sss/64:40:48:64:56)
+    name: str = ""
+    #: keyword arguments of the space (merged over the named model's own)
+    space_options: dict = field(default_factory=dict)
+    #: what the user gave (best_arch.json path, name, string); informational
+    source: str = ""
+
+
+@dataclass
+class RetrainDataConfig(DataConfig):
+    #: None: small-noflip for digits, imagenet for images of 64 px and more, small otherwise
+    augment: str | None = None
+
+
+@dataclass
+class RetrainTrainConfig(TrainBase):
+    epochs: int = 30
+    #: sgd | adamw
+    optimizer: str = "sgd"
+    #: None: the optimizer's default (sgd 0.1, adamw 1e-3)
+    lr: float | None = None
+    #: None: the optimizer's default (sgd 5e-4, adamw 0.05); weight matrices only
+    weight_decay: float | None = None
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    #: per-step EMA decay of the weights; None: auto (averages the last ~10% of the steps); 0: no EMA
+    ema_decay: float | None = None
+    #: evaluate on the test split every N epochs (0: only at the end)
+    eval_every: int = 1
+
+
+RETRAIN_OPTIMIZERS = ("sgd", "adamw")
+
+#: value checks of the retraining keys; the shared keys (data.*, seed, device, ...) keep the search's
+RETRAIN_CHECKS: Checks = {**_CHECKS, **{
+    "train.optimizer": (lambda v: v in RETRAIN_OPTIMIZERS, " or ".join(RETRAIN_OPTIMIZERS)),
+    "train.lr": (lambda v: v is None or v > 0, "a number > 0"),
+    "train.weight_decay": (lambda v: v is None or v >= 0, "a number >= 0"),
+    "train.label_smoothing": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "train.ema_decay": (lambda v: v is None or 0 <= v < 1, "a number in [0, 1) (0: no EMA)"),
+    "train.eval_every": (lambda v: v >= 0, "an integer >= 0"),
+    "model.name": (lambda v: bool(v), "a model name or an architecture"),
+}}
+
+
+@dataclass
+class RetrainConfig(ConfigBase):
+    """``bossnas retrain``: supervised training of one architecture."""
+
+    model: RetrainModelConfig = field(default_factory=RetrainModelConfig)
+    data: RetrainDataConfig = field(default_factory=RetrainDataConfig)
+    train: RetrainTrainConfig = field(default_factory=RetrainTrainConfig)
+
+    #: not device, workers, evaluation cadence or where the architecture was read
+    UNTRAINED: typing.ClassVar[tuple[str, ...]] = ("device", "model.source", "data.workers", "data.download",
+                                                   "train.eval_every", "train.checkpoint_minutes")
+    CHECKS: typing.ClassVar[Checks] = RETRAIN_CHECKS
+    LABEL: typing.ClassVar[str] = "retrain key"
+
+
+C = TypeVar("C", bound=ConfigBase)
+
 _SUFFIXES = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
+#: an integer as the config accepts it: ASCII digits, optionally written with a decimal point
+#: or exponent that leaves an integer (1e6, 20.0); no underscores, suffixes or other digits
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]{1,2})?", re.ASCII)
 
 
 def parse_number(text: str) -> float:
-    """'3.4G' -> 3.4e9, '500M' -> 5e8, '1e6' -> 1e6."""
+    """'3.4G' -> 3.4e9, '500M' -> 5e8, '1e6' -> 1e6 (ASCII only: Python's float() would also
+    take '1_0' and non-ASCII digits)."""
     text = text.strip()
+    if not text.isascii() or "_" in text:
+        raise ValueError(text)
     if text and text[-1] in _SUFFIXES:
         return float(text[:-1]) * _SUFFIXES[text[-1]]
     return float(text)
 
 
+def parse_integer(text: str) -> int:
+    """'123456789012345678' -> exactly that, '1e6' -> 1000000; never through a float (which
+    rounds past 2**53), and no '1_0', '2k' or non-ASCII digits."""
+    text = text.strip()
+    if not _INTEGER_TEXT.fullmatch(text):
+        raise ValueError(text)
+    value = Decimal(text)
+    if value != value.to_integral_value():
+        raise ValueError(text)
+    return int(value)
+
+
 def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """The annotation of every dataclass field (class-level settings such as CHECKS are not keys)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def _convert(key: str, raw: Any, annotation: Any) -> Any:
@@ -198,12 +334,13 @@ def _convert(key: str, raw: Any, annotation: Any) -> Any:
         if annotation is int:
             if isinstance(raw, bool):
                 raise ValueError
-            if isinstance(raw, float) and raw.is_integer():
+            if isinstance(raw, int):
+                return raw
+            if isinstance(raw, float) and raw.is_integer():  # YAML 2.0
                 return int(raw)
-            value = parse_number(raw) if isinstance(raw, str) else raw
-            if not float(value).is_integer():
-                raise ValueError
-            return int(value)
+            if isinstance(raw, str):
+                return parse_integer(raw)
+            raise ValueError
         if annotation is float:
             if isinstance(raw, bool):
                 raise ValueError
@@ -265,13 +402,12 @@ def all_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
     return keys
 
 
-def set_key(config: Any, key: str, raw: Any, checks: Checks | None = None, label: str = "config key") -> None:
+def set_key(config: Any, key: str, raw: Any, checks: Checks | None = None, label: str | None = None) -> None:
     """Set one dotted key (``train.epochs``) of a config dataclass from a raw value, converting
-    it to the field's type and checking it against ``checks`` (default: the search config's).
-
-    Other configs (``bossnas retrain``'s) pass their own dataclass, checks and label.
+    it to the field's type and checking it against ``checks`` (default: the config's own CHECKS).
     """
-    checks = _CHECKS if checks is None else checks
+    checks = getattr(config, "CHECKS", _CHECKS) if checks is None else checks
+    label = getattr(config, "LABEL", "config key") if label is None else label
     parts = key.split(".")
     target: Any = config
     for i, part in enumerate(parts):
@@ -312,7 +448,7 @@ def _flatten(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def apply_mapping(config: Any, tree: dict, source: str = "", checks: Checks | None = None,
-                  label: str = "config key") -> None:
+                  label: str | None = None) -> None:
     """Set every key of a nested mapping (a YAML preset or a saved config)."""
     if not isinstance(tree, dict):
         raise BossNASError(f"{source or 'config'} must be a mapping of keys to values")
@@ -331,7 +467,10 @@ def read_preset(name_or_path: str) -> dict:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise BossNASError(f"config file '{name_or_path}' not found")
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise BossNASError(f"config '{name_or_path}' is not a text (UTF-8) file") from None
     else:
         presets = list_presets()
         if name_or_path not in presets:
@@ -362,18 +501,29 @@ def parse_override(text: str) -> tuple[str, str]:
 
 def load_config(preset: str | None = None, overrides: list[str] | None = None, extra: dict | None = None) -> RunConfig:
     """Defaults, then the preset (name or YAML file), then ``extra`` keys, then ``key=value`` overrides."""
-    config = RunConfig()
-    if preset:
-        apply_mapping(config, read_preset(preset), preset)
-    for key, value in (extra or {}).items():
+    return build_config(RunConfig, (read_preset(preset), preset) if preset else None, extra, overrides)
+
+
+def config_from_dict(tree: dict) -> RunConfig:
+    return RunConfig.from_dict(tree)
+
+
+def build_config(cls: type[C], base: tuple[dict, str] | None = None, options: dict | None = None,
+                 overrides: list[str] | None = None) -> C:
+    """The one way every command builds its config: ``cls``'s defaults, then ``base`` (a preset
+    or a run folder's saved config, with where it came from), then ``options`` (CLI flags as
+    dotted keys; None: not given), then ``key=value`` overrides."""
+    config = cls()
+    if base is not None:
+        apply_mapping(config, base[0], base[1])
+    apply_options(config, options, overrides)
+    return config
+
+
+def apply_options(config: Any, options: dict | None = None, overrides: list[str] | None = None) -> None:
+    """Set ``options`` (CLI flags as dotted keys; None: not given), then ``key=value`` overrides."""
+    for key, value in (options or {}).items():
         if value is not None:
             set_key(config, key, value)
     for text in overrides or []:
         set_key(config, *parse_override(text))
-    return config
-
-
-def config_from_dict(tree: dict) -> RunConfig:
-    config = RunConfig()
-    apply_mapping(config, tree)
-    return config

@@ -13,52 +13,48 @@ holds weights, EMA, optimizer state and the position, and ``--resume`` continues
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import hashlib
-import json
 import math
 import platform
-import signal
-import threading
 import time
 import typing
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 from rich.console import Console
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from bossnas.config import _CHECKS, apply_mapping, set_key
+from bossnas.config import RetrainConfig, apply_options, build_config, set_key
 from bossnas.data.augment import hflip, pad_crop, resized_crop
 from bossnas.data.batches import epoch_batches, iterate, seeded_generator
 from bossnas.data.datasets import SplitData, limit_train, load_data
 from bossnas.errors import BossNASError
 from bossnas.models import ModelSpec, best_arch_path, create_model, resolve_model
+from bossnas.runs import (
+    CHECKPOINT,
+    CONFIG,
+    RETRAIN,
+    CheckpointClock,
+    RunFolder,
+    StopSignals,
+    check_same_training,
+    saved_config_tree,
+)
 from bossnas.search.costs import arch_cost
 from bossnas.search.report import read_best_arch
 from bossnas.spaces import create_space, space_class
 from bossnas.train.optim import build_optimizer, set_lr, warmup_cosine_lr
-from bossnas.train.runner import Interrupted, diff_keys
 from bossnas.utils.device import autocast_factory, resolve_device
-from bossnas.utils.io import (
-    atomic_write_json,
-    atomic_write_text,
-    existing_path,
-    load_checkpoint,
-    save_checkpoint,
-)
+from bossnas.utils.io import atomic_write_json, existing_path
 from bossnas.utils.progress import Bar, make_console
 
-CHECKPOINT = "checkpoint.pt"
-CONFIG = "config.yaml"
 METRICS = "metrics.json"
-#: marks a retraining checkpoint, so a search checkpoint is never mistaken for one
-CHECKPOINT_KIND = "retrain"
+#: the kind recorded in a retraining checkpoint (bossnas.export checks it)
+CHECKPOINT_KIND = RETRAIN.name
 #: generator key that keeps retraining draws apart from the search's (seed, block, ...) draws
 RETRAIN_KEY = 303
 #: default learning rate / weight decay per optimizer (SGD: the NATS-Bench CIFAR recipe,
@@ -71,103 +67,12 @@ EMA_HORIZON_FRACTION = 10
 EMA_DECAY_RANGE = (0.9, 0.9999)
 #: training-loss read-outs (a device sync) every this many steps
 LOG_EVERY = 10
-AUGMENTS = ("small", "small-noflip", "imagenet", "none")
-OPTIMIZERS = ("sgd", "adamw")
 
 
 # --------------------------------------------------------------------------- configuration
-@dataclass
-class RetrainModelConfig:
-    #: a registered model name (bossnet-t0) or space/arch (nats-sss/64:40:48:64:56)
-    name: str = ""
-    #: keyword arguments of the space (merged over the named model's own)
-    space_options: dict = field(default_factory=dict)
-    #: what the user gave (best_arch.json path, name, string); informational
-    source: str = ""
-
-
-@dataclass
-class RetrainDataConfig:
-    #: digits | cifar10 | cifar100 | imagefolder
-    name: str = "digits"
-    root: str | None = None
-    download: bool = False
-    #: image side (None: the data's own; digits: the model's input size)
-    image_size: int | None = None
-    train_images: int | None = None
-    workers: int = 0
-    #: small (pad-crop + flip) | small-noflip | imagenet (resized crop + flip) | none;
-    #: None: small-noflip for digits, imagenet for images of 64 px and more, small otherwise
-    augment: str | None = None
-
-
-@dataclass
-class RetrainTrainConfig:
-    epochs: int = 30
-    batch_size: int = 128
-    #: sgd | adamw
-    optimizer: str = "sgd"
-    #: None: the optimizer's default (sgd 0.1, adamw 1e-3)
-    lr: float | None = None
-    momentum: float = 0.9
-    #: None: the optimizer's default (sgd 5e-4, adamw 0.05); weight matrices only
-    weight_decay: float | None = None
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    #: per-step EMA decay of the weights; None: auto (averages the last ~10% of the steps); 0: no EMA
-    ema_decay: float | None = None
-    #: auto (bf16 autocast on CUDA only) | bf16 | off
-    amp: str = "auto"
-    #: evaluate on the test split every N epochs (0: only at the end)
-    eval_every: int = 1
-
-
-@dataclass
-class RetrainConfig:
-    seed: int = 0
-    #: auto | cpu | cuda | cuda:N
-    device: str = "auto"
-    model: RetrainModelConfig = field(default_factory=RetrainModelConfig)
-    data: RetrainDataConfig = field(default_factory=RetrainDataConfig)
-    train: RetrainTrainConfig = field(default_factory=RetrainTrainConfig)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def training_view(self) -> dict:
-        """Everything that changes the trained weights (not device, workers, evaluation cadence)."""
-        d = self.to_dict()
-        d.pop("device")
-        d["model"].pop("source")
-        d["data"].pop("workers")
-        d["data"].pop("download")
-        d["train"].pop("eval_every")
-        return d
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.training_view(), sort_keys=True).encode()).hexdigest()[:16]
-
-
-#: value checks of the retraining keys; the shared keys (data.*, seed, device, ...) keep bossnas.config's
-RETRAIN_CHECKS: dict[str, tuple[Callable[[typing.Any], bool], str]] = {**_CHECKS, **{
-    "train.optimizer": (lambda v: v in OPTIMIZERS, " or ".join(OPTIMIZERS)),
-    "train.lr": (lambda v: v is None or v > 0, "a number > 0"),
-    "train.weight_decay": (lambda v: v is None or v >= 0, "a number >= 0"),
-    "train.label_smoothing": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "train.ema_decay": (lambda v: v is None or 0 <= v < 1, "a number in [0, 1) (0: no EMA)"),
-    "train.eval_every": (lambda v: v >= 0, "an integer >= 0"),
-    "data.augment": (lambda v: v is None or v in AUGMENTS, ", ".join(AUGMENTS)),
-    "model.name": (lambda v: bool(v), "a model name or an architecture"),
-}}
-
-
 def set_retrain_key(config: RetrainConfig, key: str, raw: typing.Any) -> None:
     """Set one dotted key (``train.epochs``) from a raw value, converting and checking it."""
-    set_key(config, key, raw, RETRAIN_CHECKS, label="retrain key")
-
-
-def apply_retrain_mapping(config: RetrainConfig, tree: dict, source: str = "") -> None:
-    apply_mapping(config, tree, source or "retrain config", RETRAIN_CHECKS, label="retrain key")
+    set_key(config, key, raw)
 
 
 @dataclass(frozen=True)
@@ -213,32 +118,20 @@ def retrain_config(arch: str | None = None, overrides: list[str] | None = None, 
                    out: str | Path | None = None, resume: bool = False) -> tuple[RetrainConfig, Path]:
     """Defaults, then the run folder's config.yaml (resume) or the architecture's defaults,
     then ``options`` (CLI flags as keys), then ``key=value`` overrides."""
-    from bossnas.config import parse_override
-
     source = resolve_arch_source(arch) if arch else None
     if source is None and not resume:
         raise BossNASError("no architecture given; pass a best_arch.json, a model name (see `bossnas models`) or an architecture string")
     if out is None and source is None:
         raise BossNASError("--resume needs --out (the retraining folder)")
     out_dir = Path(out) if out is not None else default_out(source)  # type: ignore[arg-type]
-    config = RetrainConfig()
-    if resume and (out_dir / CONFIG).is_file():
-        try:
-            tree = yaml.safe_load((out_dir / CONFIG).read_text()) or {}
-        except yaml.YAMLError:
-            raise BossNASError(f"'{out_dir / CONFIG}' is not valid YAML") from None
-        apply_retrain_mapping(config, tree, str(out_dir / CONFIG))
+    config = build_config(RetrainConfig, saved_config_tree(out_dir) if resume else None)
     if source is not None:
         if not (resume and config.model.name):
             for key, value in source.defaults.items():
                 if value is not None:
                     set_retrain_key(config, key, value)
         config.model.name, config.model.space_options, config.model.source = source.name, source.space_options, source.source
-    for key, value in (options or {}).items():
-        if value is not None:
-            set_retrain_key(config, key, value)
-    for text in overrides or []:
-        set_retrain_key(config, *parse_override(text))
+    apply_options(config, options, overrides)
     if not config.model.name:
         if not (out_dir / CHECKPOINT).is_file():
             raise BossNASError(f"nothing to resume: '{out_dir / CHECKPOINT}' does not exist; start without --resume")
@@ -341,22 +234,6 @@ def evaluate(model: nn.Module, images: Iterator[tuple[torch.Tensor, torch.Tensor
             "images": seen}
 
 
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT / SIGTERM set ``stop`` (the loop finishes the step and saves) instead of killing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = [(sig, signal.getsignal(sig)) for sig in (signal.SIGINT, signal.SIGTERM)]
-    for sig, _ in previous:
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        yield
-    finally:
-        for sig, handler in previous:
-            signal.signal(sig, handler)
-
-
 @dataclass
 class RetrainState:
     """Where the loop is; saved in every checkpoint."""
@@ -370,6 +247,10 @@ class RetrainState:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     done: bool = False
+    #: loss sum and correct count of the finished steps of the current epoch (its history
+    #: entry comes out the same when the epoch is resumed half-way)
+    epoch_loss_sum: float = 0.0
+    epoch_correct: int = 0
 
 
 def prepare_data(config: RetrainConfig, spec: ModelSpec) -> SplitData:
@@ -384,10 +265,11 @@ def prepare_data(config: RetrainConfig, spec: ModelSpec) -> SplitData:
 class Retrainer:
     """Trains one architecture on a data set, writing into an output folder."""
 
-    def __init__(self, config: RetrainConfig, out_dir: str | Path, console: Console | None = None,
-                 show_progress: bool = True):
+    def __init__(self, config: RetrainConfig, out_dir: str | Path | RunFolder, console: Console | None = None,
+                 show_progress: bool = True, signals: StopSignals | None = None):
         self.config = config
-        self.out_dir = Path(out_dir)
+        self.folder = out_dir if isinstance(out_dir, RunFolder) else RunFolder(out_dir, RETRAIN)
+        self.out_dir = self.folder.path
         self.console = console or make_console()
         self.show_progress = show_progress
         self.device = resolve_device(config.device)
@@ -415,48 +297,39 @@ class Retrainer:
         #: test images are only normalised
         self.normalize = SupervisedAugment(self.data.mean, self.data.std, "none").normalize
         self.state = RetrainState()
-        self._stop = threading.Event()
+        #: SIGINT / SIGTERM: run() installs handlers unless the caller already did (the CLI)
+        self.signals = signals or StopSignals()
+        self._stop = self.signals.event
+        self.clock = CheckpointClock(cfg.checkpoint_minutes)
 
     # ------------------------------------------------------------------ output folder
     @classmethod
     def open(cls, config: RetrainConfig, out_dir: str | Path, resume: bool = False, force: bool = False,
-             console: Console | None = None, show_progress: bool = True) -> Retrainer:
-        """Start a retraining in ``out_dir``, or continue the one there (``resume``)."""
-        out_dir = Path(out_dir)
-        ckpt_path = out_dir / CHECKPOINT
-        if (out_dir / "best_arch.json").exists() or (out_dir / "block_0_ratings.csv").exists():
-            raise BossNASError(f"'{out_dir}' is a search run folder; retrain into another --out (default: {out_dir / 'retrain'})")
-        if resume:
-            if not ckpt_path.is_file():
-                raise BossNASError(f"nothing to resume: '{ckpt_path}' does not exist; start without --resume")
-            saved = load_checkpoint(ckpt_path)
-            if saved.get("kind") != CHECKPOINT_KIND:
-                raise BossNASError(f"'{ckpt_path}' is not a retraining checkpoint; use another --out")
-            trainer = cls(config, out_dir, console, show_progress)
-            trainer._check_compatible(saved, ckpt_path)
-            trainer.load_state(saved)
-            return trainer
-        existing = [out_dir / f for f in (CHECKPOINT, METRICS, CONFIG) if (out_dir / f).exists()]
-        if existing and not force:
-            raise BossNASError(f"output folder '{out_dir}' already holds a retraining; add --resume to continue it or --force to start over")
-        trainer = cls(config, out_dir, console, show_progress)  # every check passes before anything is removed
-        for f in existing:
-            f.unlink()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / CONFIG, yaml.safe_dump(config.to_dict(), sort_keys=False))
-        return trainer
+             console: Console | None = None, show_progress: bool = True,
+             signals: StopSignals | None = None) -> Retrainer:
+        """Start a retraining in ``out_dir``, or continue the one there (``resume``).
 
-    def _check_compatible(self, saved: dict, where: Path) -> None:
-        if saved.get("fingerprint") != self.config.fingerprint():
-            old = RetrainConfig()
-            apply_retrain_mapping(old, saved["config"])
-            differs = diff_keys(old.training_view(), self.config.training_view())
-            raise BossNASError(f"checkpoint '{where}' was trained with a different config "
-                               f"({'; '.join(differs[:4]) or 'fingerprint'}); resume with the folder's own config or use another --out")
+        Every check (folder, lock, checkpoint, config, data) passes before anything in the
+        folder is written or removed; the folder stays locked while this object lives.
+        """
+        folder = RunFolder(out_dir, RETRAIN)
+        saved = folder.prepare(resume, force)
+        try:
+            trainer = cls(config, folder, console, show_progress, signals)
+            if saved is not None:
+                check_same_training(saved, config, folder.checkpoint, RetrainConfig.from_dict(saved["config"]))
+                trainer.load_state(saved)
+                folder.resumed(config.to_dict())
+                trainer.console.print(f"resuming '{folder.path}' at epoch {trainer.state.epoch + 1}, step {trainer.state.step}")
+            else:
+                folder.begin(config.to_dict(), force)
+        except BaseException:
+            folder.unlock()
+            raise
+        return trainer
 
     def checkpoint_state(self) -> dict:
         return {
-            "kind": CHECKPOINT_KIND,
             "fingerprint": self.config.fingerprint(),
             "config": self.config.to_dict(),
             "spec": dict(self.model.bossnas_spec),  # type: ignore[attr-defined]
@@ -470,7 +343,8 @@ class Retrainer:
         }
 
     def save(self) -> None:
-        save_checkpoint(self.out_dir / CHECKPOINT, self.checkpoint_state())
+        self.folder.save(self.checkpoint_state())
+        self.clock.saved()
 
     def load_state(self, ckpt: dict) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -497,7 +371,9 @@ class Retrainer:
 
     def run(self) -> dict:
         """Train the remaining epochs, evaluate, write metrics.json; returns the metrics."""
-        with stop_on_signals(self._stop):
+        with contextlib.ExitStack() as stack:
+            if not self.signals.installed:
+                stack.enter_context(self.signals)
             while self.state.epoch < self.config.train.epochs:
                 self.train_epoch()
         metrics = self.final_metrics()
@@ -510,11 +386,11 @@ class Retrainer:
         cfg, seed, epoch = self.config.train, self.config.seed, self.state.epoch
         batches = epoch_batches(len(self.data.train), cfg.batch_size, seed, RETRAIN_KEY, epoch)
         first = self.state.step
-        bar = Bar(self.console, f"epoch {epoch + 1}/{cfg.epochs}", len(batches), "step", self.show_progress)
+        bar = Bar(self.console, f"epoch {epoch + 1}/{cfg.epochs}", len(batches), "step", self.show_progress, first=first)
         self.model.train()
         start = time.perf_counter()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device)
+        loss_sum = torch.tensor(self.state.epoch_loss_sum, device=self.device)
+        correct = torch.tensor(self.state.epoch_correct, device=self.device)
         lr = warmup_cosine_lr(epoch * self.steps_per_epoch + first, self.total_steps, cfg.lr, self.warmup_steps)
         try:
             lr = self._train_steps(epoch, batches, first, bar, lr, loss_sum, correct)
@@ -523,15 +399,15 @@ class Retrainer:
             seconds = time.perf_counter() - start
             self.state.train_seconds += seconds
         if self._stop.is_set() and self.state.step < len(batches):
+            self.state.epoch_loss_sum, self.state.epoch_correct = float(loss_sum), int(correct)
             self.save()
-            raise Interrupted(f"interrupted at epoch {epoch + 1}, step {self.state.step}; checkpoint saved in "
-                              f"'{self.out_dir}', continue with --resume")
-        seen = (len(batches) - first) * cfg.batch_size
-        record = {"epoch": epoch + 1, "loss": round(float(loss_sum) / max(1, len(batches) - first), 5),
-                  "train_top1": round(100 * float(correct) / max(1, seen), 3), "lr": round(lr, 8),
+            raise self.signals.interrupted(f"at epoch {epoch + 1}, step {self.state.step}", self.out_dir)
+        record = {"epoch": epoch + 1, "loss": round(float(loss_sum) / max(1, len(batches)), 5),
+                  "train_top1": round(100 * float(correct) / max(1, len(batches) * cfg.batch_size), 3), "lr": round(lr, 8),
                   "seconds": round(seconds, 3)}
         self.state.epoch += 1
         self.state.step = 0
+        self.state.epoch_loss_sum, self.state.epoch_correct = 0.0, 0
         every = cfg.eval_every
         if every and (self.state.epoch % every == 0) and self.state.epoch < cfg.epochs:
             record["test_top1"] = self._evaluate(self.model)["top1"]
@@ -565,13 +441,16 @@ class Retrainer:
             correct += (logits.detach().argmax(1) == y).sum()
             self.state.step = step + 1
             if (step + 1 - first) % LOG_EVERY == 0 or step + 1 == len(batches) or self._stop.is_set():
-                mean_loss = float(loss_sum) / (step + 1 - first)
+                mean_loss = float(loss_sum) / (step + 1)  # the sum holds the steps before a resume too
                 if not math.isfinite(mean_loss):
                     raise BossNASError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; the last good checkpoint is "
                                        f"'{self.out_dir / CHECKPOINT}'; start over with --force and a lower train.lr")
                 bar.update(step + 1, loss=mean_loss, lr=f"{lr:.3g}")
             if self._stop.is_set():
                 break
+            if self.state.step < len(batches) and self.clock.due():
+                self.state.epoch_loss_sum, self.state.epoch_correct = float(loss_sum), int(correct)
+                self.save()
         return lr
 
     def _evaluate(self, model: nn.Module) -> dict:

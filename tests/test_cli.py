@@ -73,7 +73,9 @@ def test_tiny_end_to_end_run_and_commands(tmp_path):
     # constrained choice, ratings of all and of given architectures
     res = bossnas("search", str(out), "--max-flops", "2M")
     assert res.returncode == 0, res.stderr
-    assert json.loads((out / "best_arch.json").read_text())["flops"] <= 2e6
+    # another budget than the run's goes to its own file; the run's choice stays (issue 12 item 4)
+    assert json.loads((out / "best_arch-max_flops=2000000.json").read_text())["flops"] <= 2e6
+    assert json.loads((out / "best_arch.json").read_text()) == record
     res = bossnas("rate", str(out), record["arch"], "8:8:8:8:8")
     assert res.returncode == 0 and record["arch"] in res.stdout
     res = bossnas("rate", str(out))

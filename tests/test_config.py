@@ -64,3 +64,18 @@ def test_parse_number_suffixes():
     assert parse_number("3.4G") == 3.4e9
     assert parse_number("500k") == 5e5
     assert parse_number("1e6") == 1e6
+
+
+def test_item_14_integers_are_exact_and_written_as_integers():
+    config = load_config(None, ["seed=123456789012345678", "data.train_images=1e3", "train.epochs=20.0"])
+    assert config.seed == 123456789012345678 and config.data.train_images == 1000 and config.train.epochs == 20
+    assert load_config(None, ["seed=9223372036854775807"]).seed == 2**63 - 1  # big ints exact
+    for text, shown in [("1_0", "'1_0'"), ("2k", "'2k'"), ("١٠", "'١٠'"), ("1.5", "'1.5'"), ("0x10", "'0x10'"),
+                        ("1e400", "'1e400'"), ("", "''")]:
+        with pytest.raises(BossNASError) as info:
+            load_config(None, [f"train.epochs={text}"])
+        assert str(info.value) == f"config key 'train.epochs': cannot read {shown} as int"
+    # float keys: no underscores or non-ASCII digits either
+    for text in ("1_0", "٠.٥"):
+        with pytest.raises(BossNASError, match="cannot read .* as float"):
+            load_config(None, [f"train.lr={text}"])

@@ -225,6 +225,53 @@ def test_config_overrides_give_a_valid_config_or_one_line(pairs):
     _valid_config(config)
 
 
+def _int_keys() -> list[str]:
+    import typing
+
+    from bossnas.config import RunConfig
+
+    keys = []
+    for key in all_keys():
+        section = RunConfig
+        *parents, last = key.split(".")
+        for part in parents:
+            section = typing.get_type_hints(section)[part]
+        hint = typing.get_type_hints(section)[last]
+        if hint is int or hint == (int | None):
+            keys.append(key)
+    return keys
+
+
+INT_KEYS = _int_keys()
+
+
+@fuzz(300)
+@given(key=st.sampled_from(INT_KEYS), value=st.integers(-(10**40), 10**40), form=st.sampled_from(["plain", "+", "e0", ".0"]),
+       noise=st.sampled_from(["", "_", "k", "٠", " ", "0x", ".5"]))
+def test_integer_keys_are_exact_or_one_line(key, value, form, noise):
+    """Any integer written in a form the config accepts is read exactly (no float round
+    trip); with an underscore, suffix, non-ASCII digit, hex prefix or fraction it is refused."""
+    text = {"plain": str(value), "+": f"+{value}" if value >= 0 else str(value), "e0": f"{value}e0", ".0": f"{value}.0"}[form]
+    if noise in ("_", "٠") and len(text.lstrip("+-")) > 1:
+        text = text[:-1] + noise + text[-1]
+    elif noise in ("_", "٠"):
+        noise = ""  # one digit: nowhere to put it
+    elif noise in ("k", ".5"):
+        text += noise
+    elif noise == "0x":
+        text = "0x" + text.lstrip("+-")
+    elif noise == " ":
+        text = f" {text} "  # surrounding spaces are not part of the value
+    try:
+        config = load_config(None, [f"{key}={text}"])
+    except BossNASError as exc:
+        _one_line(exc)
+        assert noise not in ("", " ") or not _CHECKS.get(key, (lambda v: True, ""))[0](value), (key, text)
+        return
+    assert noise in ("", " "), (key, text)
+    assert _get(config, key) == value and type(_get(config, key)) is int
+
+
 SECTIONS = {"train": ["epochs", "lr", "sampling", "paths_per_step", "x"], "data": ["name", "image_size", "root"],
             "model": ["hidden_dim", "space_options", "adapter_width"], "search": ["max_flops", "rate_images"]}
 

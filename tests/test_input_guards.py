@@ -14,7 +14,7 @@ import torch
 from conftest import TINY, bossnas
 
 import bossnas as package
-from bossnas.cli import _parse_budget
+from bossnas.commands.search import _parse_budget
 from bossnas.config import load_config
 from bossnas.data.datasets import check_image_size, folder_shape, load_data
 from bossnas.errors import BossNASError, one_line

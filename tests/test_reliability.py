@@ -336,3 +336,109 @@ def test_unreadable_image_stops_the_cli_with_one_line(tmp_path):
     bad = tmp_path / "data" / "train" / "cat" / "zz.png"
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
         f"error: cannot read image '{bad}': UnidentifiedImageError; remove or replace the file"]
+
+
+# ------------------------------------------------------------------ retraining: the same guarantees
+#: a digits retraining of 3 epochs x 4 steps; a checkpoint at every epoch end
+RETRAIN = ["16:16:16:16:16", "data.image_size=16", "data.train_images=256", "train.epochs=3", "train.batch_size=64",
+           "train.eval_every=0"]
+
+
+def _retrain_state(path):
+    try:
+        s = load_checkpoint(path)["state"]
+    except BossNASError:
+        return None
+    return s["epoch"], s["step"]
+
+
+def _retrain_results(out):
+    metrics = json.loads((out / "metrics.json").read_text())
+    weights = load_checkpoint(out / "checkpoint.pt")["model"]
+    history = [{k: v for k, v in h.items() if k != "seconds"} for h in metrics["history"]]
+    return metrics["test"], metrics["test_ema"], history, weights
+
+
+def _same_retrain(a, b):
+    assert a[:3] == b[:3]
+    for x, y in zip(a[3].values(), b[3].values(), strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def retrain_reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("retrain-reference") / "r"
+    res = subprocess.run([sys.executable, "-m", "bossnas", "retrain", *RETRAIN, "--out", str(out), "--quiet"],
+                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr
+    return _retrain_results(out)
+
+
+def _wait_for_retrain(proc, path, states, timeout=180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _retrain_state(path) in states:
+            return
+        assert proc.poll() is None, f"retraining ended before reaching {states}: {proc.communicate()}"
+        time.sleep(0.02)
+    raise AssertionError(f"retraining did not reach {states} in {timeout}s")
+
+
+@pytest.mark.slow
+def test_retrain_kill_9_then_resume_matches_uninterrupted_run(retrain_reference, tmp_path, launched):
+    seed = int(os.environ.get("BOSSNAS_KILL_SEED", time.time_ns() % 10_000))
+    rng = random.Random(seed)
+    target, delay = rng.choice([1, 2]), rng.uniform(0.0, 0.3)
+    out = tmp_path / "r"
+    proc = launched("retrain", *RETRAIN, "--out", str(out), "--quiet")
+    _wait_for_retrain(proc, out / "checkpoint.pt", {(e, 0) for e in range(target, 4)})
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    where = f"killed after epoch {target} + {delay:.2f}s (BOSSNAS_KILL_SEED={seed})"
+    resumed = launched("retrain", "--resume", "--out", str(out), "--quiet")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, f"{where}: {err}"
+    _same_retrain(_retrain_results(out), retrain_reference)
+
+
+@pytest.mark.slow
+def test_retrain_sigterm_saves_names_the_signal_and_resumes(retrain_reference, tmp_path, launched):
+    out = tmp_path / "r"
+    proc = launched("retrain", *RETRAIN, "--out", str(out), "--quiet")
+    _wait_for_retrain(proc, out / "checkpoint.pt", {(1, 0)})
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err  # as the search: 143, not 130
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: interrupted by SIGTERM at epoch ") and last.endswith("continue with --resume"), last
+    epoch, step = _retrain_state(out / "checkpoint.pt")
+    assert last.startswith(f"error: interrupted by SIGTERM at epoch {epoch + 1}, step {step};")
+    proc = launched("retrain", "--resume", "--out", str(out), "--quiet")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert f"resuming '{out}' at epoch {epoch + 1}, step {step}" in err
+    _same_retrain(_retrain_results(out), retrain_reference)
+
+
+def test_retrain_damaged_checkpoint_is_one_line_naming_the_file(tmp_path):
+    from bossnas.retrain import Retrainer, retrain_config
+
+    config, out = retrain_config(RETRAIN[0], RETRAIN[1:] + ["train.epochs=1"], out=tmp_path / "r")
+    Retrainer.open(config, out, show_progress=False).run()
+    path = out / "checkpoint.pt"
+    good = path.read_bytes()
+    for cut in (0, 10, len(good) // 2, len(good) - 1):
+        path.write_bytes(good[:cut])
+        res = subprocess.run([sys.executable, "-m", "bossnas", "retrain", "--resume", "--out", str(out)],
+                             capture_output=True, text=True)
+        assert res.returncode == 2, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"'{path}'" in lines[0] and "corrupt or truncated" in lines[0], lines
+    # a search checkpoint in a retraining folder is refused by kind, not by a failed load
+    path.write_bytes(good)
+    ckpt = load_checkpoint(path)
+    save_checkpoint(path, {**{k: v for k, v in ckpt.items() if k != "format"}, "kind": "search"})
+    with pytest.raises(BossNASError, match="is a search checkpoint, not a retrain one"):
+        Retrainer.open(config, out, resume=True)

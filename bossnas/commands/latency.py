@@ -21,14 +21,13 @@ def latency(
     force: bool = typer.Option(False, "--force", help="measure again over an existing table"),
 ) -> None:
     """Time every path of every block (stem in block 0, head in the last) into RUN/latency_<device>.csv."""
-    from bossnas.cli import _space_of
     from bossnas.search.latency import latency_file, measure_latency, plot_pareto
-    from bossnas.search.report import read_best_arch, tables_from_state
+    from bossnas.search.report import read_best_arch, run_space, tables_from_state
     from bossnas.train.runner import load_run
     from bossnas.utils.device import resolve_device
 
     config, ckpt = load_run(run_dir)
-    space = _space_of(config, ckpt)
+    space = run_space(config, ckpt)
     target = resolve_device(device)
     out = latency_file(run_dir, str(target))
     if out.exists() and not force:

@@ -36,6 +36,7 @@ def retrain(
     Writes config.yaml, checkpoint.pt (every epoch, atomic) and metrics.json into the output folder.
     """
     from bossnas.retrain import METRICS, Retrainer, retrain_config
+    from bossnas.runs import StopSignals
     from bossnas.utils.progress import make_console
 
     overrides = list(overrides or [])
@@ -49,11 +50,14 @@ def retrain(
     start = time.perf_counter()
     config, out_dir = retrain_config(arch, overrides, options, out, resume)
     console = make_console()
-    trainer = Retrainer.open(config, out_dir, resume=resume, force=force, console=console, show_progress=not quiet)
-    console.print(trainer.describe(), soft_wrap=True)
-    if trainer.data.note:  # how an image folder's channels and size were decided
-        console.print(trainer.data.note, soft_wrap=True)
-    metrics = trainer.run()
+    # from here on a SIGINT / SIGTERM ends in a checkpoint and one line, not a traceback
+    with StopSignals() as signals:
+        trainer = Retrainer.open(config, out_dir, resume=resume, force=force, console=console, show_progress=not quiet,
+                                 signals=signals)
+        console.print(trainer.describe(), soft_wrap=True)
+        if trainer.data.note:  # how an image folder's channels and size were decided
+            console.print(trainer.data.note, soft_wrap=True)
+        metrics = trainer.run()
     line = f"test top-1 {metrics['test']['top1']:.2f}%  top-5 {metrics['test']['top5']:.2f}%"
     if metrics["test_ema"] is not None:
         line += f"  (EMA: top-1 {metrics['test_ema']['top1']:.2f}%  top-5 {metrics['test_ema']['top5']:.2f}%)"

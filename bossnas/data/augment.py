@@ -125,10 +125,17 @@ class TwoViewAugment:
         return self.view(images, g), self.view(images, g)
 
 
-def build_augment(kind: str, mean: tuple[float, ...], std: tuple[float, ...]) -> TwoViewAugment:
-    if kind == "small":
+def build_augment(kind: str | None, mean: tuple[float, ...], std: tuple[float, ...]) -> TwoViewAugment:
+    """The search's two-view augmentation for a ``data.augment`` value (None: small); the
+    values are the retraining's too (``bossnas.config.AUGMENTS``)."""
+    if kind in (None, "small"):
         # the official NATS search pipeline: random crop with padding and a flip, nothing else
         return TwoViewAugment(mean, std, crop="pad", jitter=0.0, grey_p=0.0)
+    if kind == "small-noflip":
+        # digits: a flipped digit is another glyph
+        return TwoViewAugment(mean, std, crop="pad", flip_p=0.0, jitter=0.0, grey_p=0.0)
+    if kind == "none":
+        return TwoViewAugment(mean, std, crop="pad", pad_fraction=0.0, flip_p=0.0, jitter=0.0, grey_p=0.0)
     if kind == "imagenet":
         return TwoViewAugment(mean, std, crop="resized", crop_scale=(0.2, 1.0))
     raise ValueError(kind)

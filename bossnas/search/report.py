@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import TYPE_CHECKING
 
@@ -41,8 +42,8 @@ def select(space: SearchSpace, tables: RatingTables, max_flops: float | None, ma
 
 def write_best_arch(run_dir: FsPath, space: SearchSpace, choice: Selection, config: RunConfig,
                     max_flops: float | None, max_params: float | None, latency: LatencyTable | None = None,
-                    max_latency: float | None = None) -> dict:
-    """``best_arch.json``; with a latency table also the choice's modelled latency and how it was measured."""
+                    max_latency: float | None = None, name: str = "best_arch.json") -> dict:
+    """``best_arch.json`` (or ``name``); with a latency table also the choice's modelled latency and how it was measured."""
     cost = choice.cost or arch_cost(space, choice.arch)
     record = {
         "space": space.name,
@@ -62,12 +63,12 @@ def write_best_arch(run_dir: FsPath, space: SearchSpace, choice: Selection, conf
         record["constraints"]["max_latency_ms"] = None if max_latency is None else max_latency * 1e3
         record["latency_ms"] = round(latency.latency(choice.arch) * 1e3, 6)
         record["latency"] = {k: latency.meta.get(k) for k in ("device", "device_name", "batch", "threads")}
-    atomic_write_json(run_dir / "best_arch.json", record)
+    atomic_write_json(run_dir / name, record)
     return record
 
 
 def write_report(run_dir: FsPath, space: SearchSpace, config: RunConfig, state: dict, tables: RatingTables,
-                 record: dict, wall_seconds: float | None = None) -> str:
+                 record: dict, wall_seconds: float | None = None, name: str = "report.md") -> str:
     lines = [
         f"# BossNAS search: {space.name} on {config.data.name}",
         "",
@@ -108,7 +109,7 @@ def write_report(run_dir: FsPath, space: SearchSpace, config: RunConfig, state: 
         "`block_<k>_ratings.csv`.",
     ]
     text = "\n".join(lines) + "\n"
-    atomic_write_text(run_dir / "report.md", text)
+    atomic_write_text(run_dir / name, text)
     return text
 
 
@@ -127,3 +128,74 @@ def read_best_arch(path: str | FsPath) -> dict:
     if not isinstance(record, dict) or "arch" not in record or "space" not in record:
         raise BossNASError(f"'{path}' is not a best_arch.json (needs 'space' and 'arch')")
     return record
+
+
+def run_space(config: RunConfig, ckpt: dict) -> SearchSpace:
+    """The run's space, built for the run's input shape (stored in the checkpoint)."""
+    from bossnas.spaces import space_class
+
+    shape = ckpt.get("input") or {}
+    cls = space_class(config.space)
+    return cls(in_channels=shape.get("in_channels", 3), image_size=shape.get("image_size"),
+               num_classes=shape.get("num_classes", 10), **config.model.space_options)
+
+
+def _budget_label(max_flops: float | None, max_params: float | None, max_latency: float | None = None) -> str:
+    """'max_flops=30000000' / 'max_flops=3e7-max_params=500000' / 'max_latency=0.003': the budget, in a file name."""
+    parts = [(k, v) for k, v in (("max_flops", max_flops), ("max_params", max_params), ("max_latency", max_latency))
+             if v is not None]
+    return "-".join(f"{k}={int(v) if float(v).is_integer() else v}" for k, v in parts)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What :func:`finish_run` chose and where it wrote it."""
+
+    record: dict
+    tables: RatingTables
+    best_arch: FsPath
+    report: FsPath
+    space: SearchSpace | None = None
+    #: the latency table a --max-latency choice was made against
+    latency: LatencyTable | None = None
+    arch: tuple | None = None
+
+
+def finish_run(run_dir: str | FsPath, max_flops: float | None = None, max_params: float | None = None,
+               wall_seconds: float | None = None, out_dir: str | FsPath | None = None,
+               own_budget: bool = True, max_latency: float | None = None, latency_device: str = "cpu") -> Finished:
+    """Choose the architecture of a finished run and write its best_arch.json and report.md.
+
+    Budgets not given are the run's own (``search.max_flops`` / ``search.max_params``).
+    ``own_budget``: the budgets are the run's (``bossnas run``), so best_arch.json and
+    report.md are the run's own files. Otherwise (``bossnas search RUN --max-flops X``) a
+    budget that differs from the run's writes ``best_arch-<budget>.json`` and
+    ``report-<budget>.md`` beside them, so the run's choice (and a retraining of it) stays
+    as it was. ``out_dir`` writes best_arch.json and report.md there instead. ``max_latency``
+    (seconds) chooses against the run's ``latency_<latency_device>.csv`` (``bossnas latency``).
+    """
+    from bossnas.errors import BossNASError
+    from bossnas.runs import check_writable_folder
+    from bossnas.search.latency import latency_budget
+    from bossnas.train.runner import load_run
+
+    run_dir = FsPath(run_dir)
+    config, ckpt = load_run(run_dir)
+    state = ckpt["state"]
+    if state["phase"] != "done":
+        raise BossNASError(f"run in '{run_dir}' has not finished training (block {state['block']}, {state['phase']}); continue it with `bossnas train --resume -o {run_dir}`")
+    own = (config.search.max_flops, config.search.max_params)
+    max_flops = max_flops if max_flops is not None else own[0]
+    max_params = max_params if max_params is not None else own[1]
+    target = FsPath(out_dir) if out_dir is not None else run_dir
+    same = (max_flops, max_params) == own and max_latency is None
+    suffix = "" if own_budget or out_dir is not None or same else "-" + _budget_label(max_flops, max_params, max_latency)
+    check_writable_folder(target, "run folder" if out_dir is None else "--out folder")
+    space = run_space(config, ckpt)
+    tables = tables_from_state(space, state["tables"])
+    latency_budgets, latency = latency_budget(run_dir, space, max_latency, latency_device)
+    choice = select(space, tables, max_flops, max_params, latency_budgets)
+    best, report = f"best_arch{suffix}.json", f"report{suffix}.md"
+    record = write_best_arch(target, space, choice, config, max_flops, max_params, latency, max_latency, best)
+    write_report(target, space, config, state, tables, record, wall_seconds, report)
+    return Finished(record, tables, target / best, target / report, space, latency, choice.arch)

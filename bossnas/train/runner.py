@@ -15,9 +15,6 @@ import csv
 import dataclasses
 import math
 import random
-import signal
-import sys
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,7 +22,6 @@ from pathlib import Path as FsPath
 
 import numpy as np
 import torch
-import yaml
 from rich.console import Console
 
 from bossnas import distributed as dist
@@ -34,6 +30,17 @@ from bossnas.data.augment import build_augment
 from bossnas.data.batches import epoch_batches, iterate, seeded_generator
 from bossnas.data.datasets import SplitData, limit_train, load_data
 from bossnas.errors import BossNASError
+from bossnas.runs import (
+    CHECKPOINT,
+    CONFIG,
+    SEARCH,
+    CheckpointClock,
+    Interrupted,
+    RunFolder,
+    StopSignals,
+    check_same_training,
+    diff_keys,
+)
 from bossnas.search.costs import cost_table
 from bossnas.search.rating import rate_block, recalibrate_bn
 from bossnas.spaces import create_space, space_class
@@ -43,11 +50,9 @@ from bossnas.supernet.siamese import SiameseSupernet
 from bossnas.train.optim import build_optimizer, set_lr, warmup_cosine_lr
 from bossnas.train.step import bossnas_step
 from bossnas.utils.device import autocast_factory
-from bossnas.utils.io import atomic_write_text, load_checkpoint, save_checkpoint
+from bossnas.utils.io import atomic_write_text, load_checkpoint
 from bossnas.utils.progress import Bar, make_console
 
-CHECKPOINT = "checkpoint.pt"
-CONFIG = "config.yaml"
 #: generator keys of the random draws that are not training steps
 RATE_VIEWS_KEY, RECAL_KEY = 101, 202
 #: generator keys of a step's augmentation (per process) and target batch shuffle (shared);
@@ -77,67 +82,6 @@ class RunState:
     #: comes out the same when the epoch is resumed half-way)
     epoch_loss_sum: float = 0.0
     epoch_loss_count: int = 0
-
-
-class Interrupted(BossNASError):
-    """A run stopped on request (SIGINT / SIGTERM) with its checkpoint saved.
-
-    ``exit_code`` is the shell's 128 + signal number (130 for Ctrl-C, 143 for SIGTERM).
-    """
-
-    def __init__(self, message: str, signum: int = signal.SIGINT):
-        super().__init__(message)
-        self.exit_code = 128 + int(signum)
-
-
-class StopSignals:
-    """SIGINT / SIGTERM handling: the first signal asks the run to stop after its current step.
-
-    A second signal more than a second after the first stops at once (KeyboardInterrupt);
-    the first repeat within a second is ignored, because under torchrun a Ctrl-C reaches
-    each worker twice (from the terminal and from the launcher). Use as a context manager
-    around everything that should stop cleanly; the CLI installs it before the run folder
-    is even opened, so a signal at any time after start-up ends in a checkpoint.
-    """
-
-    def __init__(self, announce: bool = True):
-        self.event = threading.Event()
-        self.signum: int = signal.SIGINT
-        self.announce = announce
-        self._first_at = 0.0
-        self._previous: list = []
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name
-
-    def __call__(self, signum: int, _frame: object) -> None:
-        now = time.monotonic()
-        if self.event.is_set():
-            if now - self._first_at > 1.0:
-                raise KeyboardInterrupt(f"stopped at once by a second {signal.Signals(signum).name}; the last checkpoint is kept")
-            return
-        self.signum, self._first_at = signum, now
-        self.event.set()
-        if self.announce:
-            print(f"{signal.Signals(signum).name}: stopping after the current step and saving a checkpoint "
-                  "(signal again to stop at once)", file=sys.stderr, flush=True)
-
-    @property
-    def installed(self) -> bool:
-        return bool(self._previous)
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread() and not self._previous:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous.append((sig, signal.getsignal(sig)))
-                signal.signal(sig, self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous:
-            signal.signal(sig, handler)
-        self._previous = []
 
 
 def build_space(config: RunConfig, data: SplitData) -> SearchSpace:
@@ -221,17 +165,6 @@ def default_k(space: SearchSpace, block: int, sampling: str) -> int:
     return min(4, len(space.block_paths(block)))
 
 
-def diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict) and k != "space_options":
-            keys += diff_keys(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            keys.append(f"{prefix}{k} ({va!r} -> {vb!r})")
-    return keys
-
-
 class BlockwiseSearch:
     """Trains and rates every block of a space on a data set, writing into a run folder.
 
@@ -239,10 +172,11 @@ class BlockwiseSearch:
     each step and of each block's rating, and only rank 0 prints and writes files.
     """
 
-    def __init__(self, config: RunConfig, run_dir: str | FsPath, console: Console | None = None, show_progress: bool = True,
-                 signals: StopSignals | None = None):
+    def __init__(self, config: RunConfig, run_dir: str | FsPath | RunFolder, console: Console | None = None,
+                 show_progress: bool = True, signals: StopSignals | None = None):
         self.config = config
-        self.run_dir = FsPath(run_dir)
+        self.folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir, SEARCH)
+        self.run_dir = self.folder.path
         self.device = dist.init_from_env(config.device)
         self.rank, self.world = dist.rank(), dist.world_size()
         self.is_main = self.rank == 0
@@ -268,6 +202,7 @@ class BlockwiseSearch:
         #: SIGINT / SIGTERM: run() installs handlers unless the caller already did (the CLI)
         self.signals = signals or StopSignals(announce=self.is_main)
         self._stop = self.signals.event
+        self.clock = CheckpointClock(config.train.checkpoint_minutes)
 
     # ------------------------------------------------------------------ run folder
     @classmethod
@@ -275,38 +210,36 @@ class BlockwiseSearch:
              console: Console | None = None, show_progress: bool = True, signals: StopSignals | None = None) -> BlockwiseSearch:
         """Start a run in ``run_dir``, or resume the one there (``resume``).
 
-        Every check (run folder, checkpoint, config, data, budget) happens before anything
-        in the folder is written or deleted.
+        Every check (run folder, lock, checkpoint, config, data, budget) happens before
+        anything in the folder is written or deleted; rank 0 holds the folder's lock while
+        this object lives.
         """
-        run_dir = FsPath(run_dir)
-        ckpt = run_dir / CHECKPOINT
+        folder = RunFolder(run_dir, SEARCH)
         dist.init_from_env(config.device)
-        if resume:
-            def read() -> dict:
-                if not ckpt.is_file():
-                    raise BossNASError(f"nothing to resume: '{ckpt}' does not exist; start the run without --resume")
-                state = load_checkpoint(ckpt)
-                check_compatible(state, config, ckpt)
-                return state
-            # rank 0 reads the checkpoint and hands it to the others: no shared file system needed
-            state = dist.on_main(read)
-            search = cls(config, run_dir, console, show_progress, signals)
-            search.load_state(state)
-            return search
 
-        def check_free() -> None:
-            if (ckpt.exists() or (run_dir / "best_arch.json").exists()) and not force:
-                raise BossNASError(f"run folder '{run_dir}' already holds a run; add --resume to continue it or --force to start over")
-        dist.on_main(check_free)
-        search = cls(config, run_dir, console, show_progress, signals)
-        if search.is_main:
-            for f in list(run_dir.glob("block_*_ratings.csv")) + [ckpt, run_dir / "best_arch.json", run_dir / "report.md"]:
-                f.unlink(missing_ok=True)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run_dir / CONFIG, yaml.safe_dump(config.to_dict(), sort_keys=False))
-        # a first checkpoint: the folder now holds a run, and a failure at any later step has
-        # a good checkpoint to point at
-        search.save()
+        def prepare() -> dict | None:
+            saved = folder.prepare(resume, force)
+            if saved is not None:
+                check_compatible(saved, config, folder.checkpoint)
+            return saved
+
+        # rank 0 checks the folder and reads the checkpoint, and hands it to the others: no
+        # shared file system needed
+        saved = dist.on_main(prepare)
+        try:
+            search = cls(config, folder, console, show_progress, signals)
+            if saved is not None:
+                search.load_state(saved)
+                dist.on_main(lambda: folder.resumed(config.to_dict()))
+                search.console.print(f"resuming '{folder.path}' at {search._position()}")
+            else:
+                dist.on_main(lambda: folder.begin(config.to_dict(), force))
+                # a first checkpoint: the folder now holds a run, and a failure at any later step
+                # has a good checkpoint to point at
+                search.save()
+        except BaseException:
+            folder.unlock()
+            raise
         return search
 
     def data_info(self) -> dict:
@@ -343,7 +276,8 @@ class BlockwiseSearch:
     def save(self) -> None:
         """Rank 0 writes the checkpoint (atomically); every process waits until it is on disk."""
         if self.is_main:
-            save_checkpoint(self.run_dir / CHECKPOINT, self.checkpoint_state())
+            self.folder.save(self.checkpoint_state())
+            self.clock.saved()
         dist.barrier()
         self._saved_at = (self.state.block, self.state.phase, self.state.epoch, self.state.step)
 
@@ -397,9 +331,6 @@ class BlockwiseSearch:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
 
-    def _signal_name(self) -> str:
-        return self.signals.name
-
     def _batches(self, batches: list[torch.Tensor]):
         """The images of ``batches``; a decoding error names the file, and the process it happened on."""
         try:
@@ -411,9 +342,17 @@ class BlockwiseSearch:
     def _checkpoint_note(self) -> str:
         if self._saved_at is None:
             return "no checkpoint was written"
-        block, phase, epoch, step = self._saved_at
-        where = f"block {block}, epoch {epoch + 1}, step {step}" if phase == "train" else f"block {block}, {phase}"
-        return f"the last good checkpoint '{self.run_dir / CHECKPOINT}' is at {where}"
+        return f"the last good checkpoint '{self.run_dir / CHECKPOINT}' is at {self._position(*self._saved_at)}"
+
+    def _position(self, block: int | None = None, phase: str | None = None, epoch: int | None = None,
+                  step: int | None = None) -> str:
+        """'block 1, epoch 2, step 3' (training) or 'block 1, rate': a place in the loop (default: the current one)."""
+        s = self.state
+        block, phase = s.block if block is None else block, s.phase if phase is None else phase
+        epoch, step = s.epoch if epoch is None else epoch, s.step if step is None else step
+        if phase == "done":
+            return "the end (every block is trained and rated)"
+        return f"block {block}, epoch {epoch + 1}, step {step}" if phase == "train" else f"block {block}, {phase}"
 
     # ------------------------------------------------------------------ the loop
     def run(self, stop_after_block: int | None = None) -> RunState:
@@ -459,12 +398,13 @@ class BlockwiseSearch:
             epoch = self.state.epoch
             batches = epoch_batches(len(self.data.train), cfg.batch_size, seed, block, epoch, rank=self.rank, world=self.world)
             usable = opt_steps_per_epoch * cfg.accumulate
-            bar = Bar(self.console, f"block {block} epoch {epoch + 1}/{cfg.epochs}", usable, "step", self.show_progress)
+            first = self.state.step
+            bar = Bar(self.console, f"block {block} epoch {epoch + 1}/{cfg.epochs}", usable, "step", self.show_progress,
+                      first=first)
             self._set_modes(block)
             start = time.perf_counter()
             recent: deque[float] = deque(maxlen=20)
             window: list[tuple[int, list[Path], float]] = []  # micro-steps since the last optimizer step
-            first = self.state.step
             try:
                 for step, (images, _) in enumerate(self._batches(batches[first:usable]), start=first):
                     # the paths are the same on every process; the augmentation is each process's own
@@ -480,7 +420,7 @@ class BlockwiseSearch:
                     window.append((step, paths, float(loss)))
                     if (step + 1) % cfg.accumulate:
                         continue
-                    losses, stop = self._agree([v for *_, v in window])
+                    losses, stop, due = self._agree([v for *_, v in window])
                     for (bad_step, bad_paths, _), value in zip(window, losses):
                         if not math.isfinite(value):
                             raise BossNASError(
@@ -507,23 +447,20 @@ class BlockwiseSearch:
                     if stop:
                         self._checkpoint_mid_epoch(start)
                         bar.abort()
-                        raise Interrupted(
-                            f"interrupted by {self._signal_name()} at block {block}, epoch {epoch + 1}, step {self.state.step}; "
-                            f"checkpoint saved in '{self.run_dir}', continue with --resume",
-                            self.signals.signum,
-                        )
-                    if cfg.checkpoint_every and self.state.step % cfg.checkpoint_every == 0 and self.state.step < usable:
+                        raise self.signals.interrupted(f"at block {block}, epoch {epoch + 1}, step {self.state.step}", self.run_dir)
+                    every = cfg.checkpoint_every and self.state.step % cfg.checkpoint_every == 0
+                    if (every or due) and self.state.step < usable:
                         self._checkpoint_mid_epoch(start)
                         start = time.perf_counter()
             except BaseException:
                 bar.abort()
                 raise
             seconds = time.perf_counter() - start
+            mean_loss = self.state.epoch_loss_sum / max(1, self.state.epoch_loss_count)
+            bar.update(usable, loss=mean_loss)  # the summary line shows the epoch's loss, not the last steps'
             bar.close()
             self.state.train_seconds += seconds
-            self.state.history.append({"block": block, "epoch": epoch,
-                                       "loss": self.state.epoch_loss_sum / max(1, self.state.epoch_loss_count),
-                                       "seconds": round(seconds, 3)})
+            self.state.history.append({"block": block, "epoch": epoch, "loss": mean_loss, "seconds": round(seconds, 3)})
             self.state.epoch += 1
             self.state.step = 0
             self.state.epoch_loss_sum, self.state.epoch_loss_count = 0.0, 0
@@ -535,18 +472,21 @@ class BlockwiseSearch:
         self.optimizer = None
         self.save()
 
-    def _agree(self, losses: list[float]) -> tuple[list[float], bool]:
-        """The losses averaged over processes and whether any process was asked to stop.
+    def _agree(self, losses: list[float]) -> tuple[list[float], bool, bool]:
+        """The losses averaged over processes, whether any process was asked to stop, and
+        whether rank 0's clock says a checkpoint is due.
 
         One small all-reduce per optimizer step, so that every process takes the same
-        decision about a non-finite loss or a stop request at the same step.
+        decision about a non-finite loss, a stop request or a checkpoint at the same step.
         """
+        due = self.is_main and self.clock.due()
         if self.world == 1:
-            return losses, self._stop.is_set()
-        values = torch.tensor(losses + [1.0 if self._stop.is_set() else 0.0], dtype=torch.float64, device=self.device)
+            return losses, self._stop.is_set(), due
+        flags = [1.0 if self._stop.is_set() else 0.0, 1.0 if due else 0.0]
+        values = torch.tensor(losses + flags, dtype=torch.float64, device=self.device)
         dist.all_reduce_sum_(values)
         out = values.tolist()
-        return [v / self.world for v in out[:-1]], out[-1] > 0
+        return [v / self.world for v in out[:-2]], out[-2] > 0, out[-1] > 0
 
     def _checkpoint_mid_epoch(self, start: float) -> None:
         self.state.train_seconds += time.perf_counter() - start
@@ -591,7 +531,7 @@ class BlockwiseSearch:
             if dist.any_true(self._stop.is_set(), self.device):
                 bar.abort()
                 raise Interrupted(
-                    f"interrupted by {self._signal_name()} while rating block {block} ({done} of {len(paths)} paths rated); "
+                    f"interrupted by {self.signals.name} while rating block {block} ({done} of {len(paths)} paths rated); "
                     f"the checkpoint in '{self.run_dir}' holds the trained block, --resume rates it again",
                     self.signals.signum,
                 )
@@ -657,13 +597,7 @@ def check_compatible(ckpt: dict, config: RunConfig, where: FsPath) -> None:
     """Refuse to resume a checkpoint written for another space or training config."""
     if ckpt.get("space") != config.space:
         raise BossNASError(f"checkpoint '{where}' is for space '{ckpt.get('space')}', not '{config.space}'; use the run's own config or another --out")
-    if ckpt.get("fingerprint") != config.fingerprint():
-        saved = config_from_dict(ckpt["config"]).training_view()
-        differs = diff_keys(saved, config.training_view())
-        raise BossNASError(
-            f"checkpoint '{where}' was trained with a different config ({'; '.join(differs[:4]) or 'fingerprint'}); "
-            "resume with the run's own config or start another --out"
-        )
+    check_same_training(ckpt, config, where, RunConfig.from_dict(ckpt["config"]))
 
 
 def load_run(run_dir: str | FsPath) -> tuple[RunConfig, dict]:
@@ -675,4 +609,4 @@ def load_run(run_dir: str | FsPath) -> tuple[RunConfig, dict]:
     return config_from_dict(ckpt["config"]), ckpt
 
 
-__all__ = ["BlockwiseSearch", "RunState", "create_space", "load_run", "read_table"]
+__all__ = ["CONFIG", "BlockwiseSearch", "Interrupted", "RunState", "StopSignals", "create_space", "load_run", "read_table"]

@@ -17,7 +17,9 @@ from rich.progress import (
 
 
 def make_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    """The console of every command (stderr). Long lines are not hard-wrapped: off a terminal
+    (a log file, CI) rich would otherwise break an architecture string at 80 columns, mid-token."""
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class Bar:
@@ -28,7 +30,7 @@ class Bar:
     """
 
     def __init__(self, console: Console, label: str, total: int, unit: str = "step", enabled: bool = True,
-                 every_s: float = 30.0):
+                 every_s: float = 30.0, first: int = 0):
         self.console, self.label, self.total, self.unit = console, label, total, unit
         self.enabled = enabled
         self.live = enabled and console.is_terminal
@@ -36,7 +38,9 @@ class Bar:
         self.start = time.perf_counter()
         self.last_print = self.start
         self.every_s = every_s
-        self.done = 0
+        #: units done before this bar started (a resumed epoch): counted, but not in the rate
+        self.first = first
+        self.done = first
         if self.live:
             self.progress = Progress(
                 TextColumn("[bold]{task.description}"),
@@ -51,11 +55,11 @@ class Bar:
                 transient=True,
             )
             self.progress.start()
-            self.task = self.progress.add_task(label, total=total, rate="", info="")
+            self.task = self.progress.add_task(label, total=total, completed=first, rate="", info="")
 
     def _rate(self) -> str:
         elapsed = max(time.perf_counter() - self.start, 1e-9)
-        return f"{self.done / elapsed:.2f} {self.unit}/s"
+        return f"{(self.done - self.first) / elapsed:.2f} {self.unit}/s"
 
     def update(self, done: int, **fields: float | str) -> None:
         self.done = done
@@ -67,7 +71,7 @@ class Bar:
         elif self.enabled and time.perf_counter() - self.last_print >= self.every_s:
             self.last_print = time.perf_counter()
             elapsed = self.last_print - self.start
-            eta = elapsed / max(done, 1) * (self.total - done)
+            eta = elapsed / max(done - self.first, 1) * (self.total - done)
             print(f"  {self.label}: {done}/{self.total} {self._rate()} eta {eta:.0f}s {info}", file=sys.stderr, flush=True)
 
     def abort(self) -> None:

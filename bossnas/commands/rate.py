@@ -1,0 +1,60 @@
+"""``bossnas rate``: the ratings of all or some architectures of a trained run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from bossnas.errors import BossNASError
+
+
+def rate(
+    run_dir: Path = typer.Argument(..., help="a finished run folder"),
+    archs: list[str] | None = typer.Argument(None, help="architectures to rate (default: all)"),
+    top: int | None = typer.Option(None, "--top", help="only the N best-rated architectures"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="CSV to write (default: RUN/ratings.csv when rating all)"),
+    costs: Path | None = typer.Option(None, "--costs", help="also write arch,params,flops of the same architectures "
+                                      "(at the run's input size) to this CSV, for `bossnas correlate --costs`"),
+) -> None:
+    """Ratings (sum of block ratings, lower = better) of all or the given architectures."""
+    from bossnas.runs import check_writable_folder
+    from bossnas.search.report import run_space, tables_from_state
+    from bossnas.search.select import all_ratings, arch_rating, top_k
+    from bossnas.train.runner import load_run
+    from bossnas.utils.io import atomic_write_text
+
+    if out is not None or not (archs or top is not None):  # a CSV will be written: can it be, before any work?
+        check_writable_folder((out or run_dir / "ratings.csv").parent, "--out folder" if out is not None else "run folder")
+    if costs is not None:
+        check_writable_folder(costs.parent, "--costs folder")
+    config, ckpt = load_run(run_dir)
+    state = ckpt["state"]
+    space = run_space(config, ckpt)
+    if len(state["tables"]) < len(space.blocks):
+        raise BossNASError(f"run in '{run_dir}' has rated {len(state['tables'])} of {len(space.blocks)} blocks; finish it with --resume")
+    tables = tables_from_state(space, state["tables"])
+    if archs:
+        rows = [(space.format_arch(a), arch_rating(tables, a)) for a in (space.parse_arch(t) for t in archs)]
+    elif top is not None:
+        if top < 1:
+            raise BossNASError("--top must be >= 1")
+        rows = [(space.format_arch(s.arch), s.rating) for s in top_k(tables, top)]
+    else:
+        arch_list, values = all_ratings(tables)
+        rows = [(space.format_arch(a), float(v)) for a, v in zip(arch_list, values)]
+        out = out or run_dir / "ratings.csv"
+    if out is not None:
+        atomic_write_text(out, "arch,rating\n" + "".join(f"{a},{r:.8f}\n" for a, r in rows))
+        typer.echo(f"{len(rows)} ratings -> {out}")
+    if costs is not None:
+        from bossnas.search.costs import cost_rows_csv, cost_table
+
+        atomic_write_text(costs, cost_rows_csv(cost_table(space), [space.parse_arch(a) for a, _ in rows]))
+        typer.echo(f"{len(rows)} costs -> {costs}")
+    for a, r in sorted(rows, key=lambda x: x[1])[: 10 if out is not None else None]:
+        typer.echo(f"{a}\t{r:.6f}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(rate)
