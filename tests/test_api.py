@@ -46,11 +46,13 @@ def test_documented_dotted_imports_resolve():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("index", range(3))
-def test_readme_python_snippets_run(index, tmp_path, monkeypatch):
+@pytest.mark.parametrize("index", range(4))
+def test_readme_python_snippets_run(index, tmp_path, monkeypatch, capsys):
     snippets = _snippets()
-    assert len(snippets) == 3
+    assert len(snippets) == 4
     monkeypatch.chdir(tmp_path)
+    if index == 3:  # the Deploy section's ONNX Runtime snippet reads the quickstart's export folder
+        _export_like_quickstart(tmp_path / "runs/quickstart/retrain/export")
     scope: dict = {}
     exec(compile(snippets[index], f"README.md python snippet {index}", "exec"), scope)  # noqa: S102
     if index == 1:  # the search returned what it wrote
@@ -65,3 +67,17 @@ def test_readme_python_snippets_run(index, tmp_path, monkeypatch):
 
         x = torch.randn(2, 1, 8, 8)
         assert torch.equal(scope["same"](x), scope["model"].eval()(x))
+    if index == 3:
+        printed = capsys.readouterr().out
+        assert "input images ['batch', 1, 16, 16] -> output (1797, 10)" in printed
+        assert re.search(r"top-1 on all 1797 digits: \d+\.\d%", printed)
+
+
+def _export_like_quickstart(folder: Path) -> None:
+    """What `bossnas export runs/quickstart/retrain` writes, for an untrained digits network."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("sklearn")
+    from bossnas.export import export_model
+
+    model = bossnas.create_model("nats-sss/16:16:16:16:16", num_classes=10, in_channels=1, image_size=16)
+    export_model(model, folder, extra={"mean": [0.5], "std": [0.25]}, fmt="state-dict", onnx=True)
