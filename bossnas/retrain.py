@@ -29,6 +29,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bossnas.config import RetrainConfig, apply_options, build_config, set_key
+from bossnas.curves import MetricsLog, PendingSteps
 from bossnas.data.augment import hflip, pad_crop, resized_crop
 from bossnas.data.batches import epoch_batches, iterate, seeded_generator
 from bossnas.data.datasets import SplitData, limit_train, load_data
@@ -301,6 +302,9 @@ class Retrainer:
         self.signals = signals or StopSignals()
         self._stop = self.signals.event
         self.clock = CheckpointClock(cfg.checkpoint_minutes)
+        #: training curves (metrics.jsonl, TensorBoard); step losses wait on the device until the next read-out
+        self.metrics = MetricsLog(self.out_dir)
+        self.pending = PendingSteps(self.metrics)
 
     # ------------------------------------------------------------------ output folder
     @classmethod
@@ -320,9 +324,13 @@ class Retrainer:
                 check_same_training(saved, config, folder.checkpoint, RetrainConfig.from_dict(saved["config"]))
                 trainer.load_state(saved)
                 folder.resumed(config.to_dict())
+                note = trainer.metrics.start(saved.get("metrics_offset"))
+                if note:
+                    trainer.console.print(f"[yellow]note[/]: {note}")
                 trainer.console.print(f"resuming '{folder.path}' at epoch {trainer.state.epoch + 1}, step {trainer.state.step}")
             else:
                 folder.begin(config.to_dict(), force)
+                trainer.metrics.start()
         except BaseException:
             folder.unlock()
             raise
@@ -340,9 +348,12 @@ class Retrainer:
             "ema_decay": self.ema_decay,
             "optimizer": self.optimizer.state_dict(),
             "rng": {"torch": torch.get_rng_state()},
+            # metrics.jsonl's length when this checkpoint was taken: a resume cuts it back to it
+            "metrics_offset": self.metrics.offset,
         }
 
     def save(self) -> None:
+        self.metrics.sync()
         self.folder.save(self.checkpoint_state())
         self.clock.saved()
 
@@ -374,9 +385,13 @@ class Retrainer:
         with contextlib.ExitStack() as stack:
             if not self.signals.installed:
                 stack.enter_context(self.signals)
+            stack.callback(self.metrics.close)
             while self.state.epoch < self.config.train.epochs:
                 self.train_epoch()
-        metrics = self.final_metrics()
+            metrics = self.final_metrics()
+            if not self.state.done:  # a resumed finished run has logged its final evaluation
+                self.metrics.write(eval_record(self.state.epoch - 1, self.total_steps - 1, metrics["test"], metrics["test_ema"]),
+                                   self.total_steps - 1)
         self.state.done = True
         self.save()
         atomic_write_json(self.out_dir / METRICS, metrics)
@@ -409,10 +424,16 @@ class Retrainer:
         self.state.step = 0
         self.state.epoch_loss_sum, self.state.epoch_correct = 0.0, 0
         every = cfg.eval_every
+        last_step = self.state.epoch * self.steps_per_epoch - 1
+        summary = {k: v for k, v in record.items() if k != "epoch"}  # the history counts epochs from 1
+        self.metrics.write({"kind": "epoch", "epoch": epoch, "step": last_step, **summary}, last_step)
         if every and (self.state.epoch % every == 0) and self.state.epoch < cfg.epochs:
-            record["test_top1"] = self._evaluate(self.model)["top1"]
-            if self.ema is not None:
-                record["ema_test_top1"] = self._evaluate(self.ema.module)["top1"]
+            test = self._evaluate(self.model)
+            test_ema = self._evaluate(self.ema.module) if self.ema is not None else None
+            record["test_top1"] = test["top1"]
+            if test_ema is not None:
+                record["ema_test_top1"] = test_ema["top1"]
+            self.metrics.write(eval_record(epoch, last_step, test, test_ema), last_step)
         self.state.history.append(record)
         self.save()
         line = "  ".join(f"{k} {v}" for k, v in record.items() if k not in ("epoch", "seconds", "lr"))
@@ -440,15 +461,19 @@ class Retrainer:
             loss_sum += loss.detach()
             correct += (logits.detach().argmax(1) == y).sum()
             self.state.step = step + 1
-            if (step + 1 - first) % LOG_EVERY == 0 or step + 1 == len(batches) or self._stop.is_set():
+            self.pending.add({"kind": "step", "epoch": epoch, "step": global_step, "loss": None, "lr": lr,
+                              "images_per_s": None}, loss, global_step)
+            due = self.state.step < len(batches) and self.clock.due()
+            if (step + 1 - first) % LOG_EVERY == 0 or step + 1 == len(batches) or self._stop.is_set() or due:
                 mean_loss = float(loss_sum) / (step + 1)  # the sum holds the steps before a resume too
                 if not math.isfinite(mean_loss):
                     raise BossNASError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; the last good checkpoint is "
                                        f"'{self.out_dir / CHECKPOINT}'; start over with --force and a lower train.lr")
                 bar.update(step + 1, loss=mean_loss, lr=f"{lr:.3g}")
+                self.pending.flush(round(bar.rate * cfg.batch_size, 2))  # before any checkpoint counts these steps
             if self._stop.is_set():
                 break
-            if self.state.step < len(batches) and self.clock.due():
+            if due:
                 self.state.epoch_loss_sum, self.state.epoch_correct = float(loss_sum), int(correct)
                 self.save()
         return lr
@@ -489,6 +514,14 @@ class Retrainer:
             "device": str(self.device), "torch": torch.__version__, "machine": platform.machine(),
             "history": self.state.history,
         }
+
+
+def eval_record(epoch: int, step: int, test: dict, test_ema: dict | None) -> dict:
+    """The metrics.jsonl record of a test evaluation after ``epoch`` (0-based), whose last step was ``step``."""
+    record = {"kind": "eval", "epoch": epoch, "step": step, "top1": test["top1"], "top5": test["top5"], "loss": test["loss"]}
+    if test_ema is not None:
+        record.update(ema_top1=test_ema["top1"], ema_top5=test_ema["top5"], ema_loss=test_ema["loss"])
+    return record
 
 
 __all__ = [

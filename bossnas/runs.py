@@ -159,14 +159,15 @@ SEARCH = FolderKind(
     name="search", label="run folder",
     markers=(CHECKPOINT, "best_arch.json"),
     outputs=(CHECKPOINT, CONFIG, "best_arch.json", "best_arch-*.json", "report.md", "report-*.md",
-             "block_*_ratings.csv", "ratings.csv", "arch.png", "arch.pdf", "arch.svg", "retrain"),
+             "block_*_ratings.csv", "ratings.csv", "arch.png", "arch.pdf", "arch.svg", "retrain",
+             "metrics.jsonl", "tensorboard", "loss.png", "ratings.png"),
     files=(CHECKPOINT, CONFIG, "best_arch.json", "report.md"),
     foreign=("metrics.json",),
 )
 RETRAIN = FolderKind(
     name="retrain", label="output folder",
     markers=(CHECKPOINT, "metrics.json", CONFIG),
-    outputs=(CHECKPOINT, CONFIG, "metrics.json", "export"),
+    outputs=(CHECKPOINT, CONFIG, "metrics.json", "export", "metrics.jsonl", "tensorboard", "loss.png"),
     files=(CHECKPOINT, CONFIG, "metrics.json"),
     foreign=("best_arch.json", "block_0_ratings.csv"),
 )

@@ -111,3 +111,19 @@ def standalone_and_supernet_features(space, supernet, arch, x: torch.Tensor, mod
         for b, path in enumerate(arch):
             h = supernet.forward_block(h, b, path)
         return fresh, fresh.forward_features(x), h
+
+
+def logged_steps(run_dir: Path) -> list[tuple]:
+    """The step records of a run's metrics.jsonl as (block, epoch, step, loss, lr, momentum):
+    everything but the throughput, which differs between two runs of the same config."""
+    from bossnas.curves import read_metrics
+
+    return [(r.get("block"), r["epoch"], r["step"], r["loss"], r["lr"], r.get("momentum"))
+            for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "step"]
+
+
+def assert_steps_once_in_order(steps: list[tuple], blocks: int | None, per_block: int) -> None:
+    """Every optimizer step logged exactly once, in order: 0..per_block-1 in each block
+    (``blocks=None``: a retraining, one sequence)."""
+    expected = [(b, s) for b in range(blocks) for s in range(per_block)] if blocks else [(None, s) for s in range(per_block)]
+    assert [(b, s) for b, _, s, *_ in steps] == expected

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import TINY
+from conftest import TINY, assert_steps_once_in_order, logged_steps
 
 from bossnas import distributed as dist
 from bossnas.config import load_config
@@ -107,6 +107,8 @@ def test_two_processes_keep_identical_weights_and_rate_like_one(two_process_run,
         torch.set_num_threads(threads)
     ckpt = load_checkpoint(tmp / "run" / "checkpoint.pt")
     assert ckpt["world_size"] == WORLD and ckpt["sampler"]["per_process"] == 16
+    # both processes ran in one folder; rank 0 alone logged the curve (3 steps a block)
+    assert_steps_once_in_order(logged_steps(tmp / "run"), blocks=3, per_block=3)
 
 
 def _state(ckpt_path):
@@ -143,6 +145,9 @@ def test_nproc_sigterm_then_resume_matches_uninterrupted_run(two_process_run, tm
     for b in range(3):
         expected = [(p, round(r, 8)) for p, r in ranks[0]["tables"][str(b)]]
         assert [(p, round(r, 8)) for p, r in read_table(out / f"block_{b}_ratings.csv")] == expected
+    steps = logged_steps(out)
+    assert_steps_once_in_order(steps, blocks=3, per_block=3)
+    assert [s[3] for s in steps] == pytest.approx([s[3] for s in logged_steps(tmp / "run")], rel=1e-5)
 
 
 def test_nproc_config_error_is_one_line(tmp_path, launched):

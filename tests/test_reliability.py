@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, start_bossnas
+from conftest import TINY, assert_steps_once_in_order, logged_steps, start_bossnas
 
 from bossnas.config import load_config
 from bossnas.data.batches import iterate
@@ -50,9 +50,12 @@ def _wait_for(proc, path, states, timeout=180):
 
 
 def _results(run_dir):
+    """The ratings, the chosen architecture and the training curve (every step once, in order)."""
     tables = [read_table(run_dir / f"block_{b}_ratings.csv") for b in range(3)]
     best = json.loads((run_dir / "best_arch.json").read_text())
-    return tables, (best["arch"], best["rating"])
+    steps = logged_steps(run_dir)
+    assert_steps_once_in_order(steps, blocks=3, per_block=3)
+    return tables, (best["arch"], best["rating"]), steps
 
 
 @pytest.fixture(scope="module")
@@ -356,12 +359,14 @@ def _retrain_results(out):
     metrics = json.loads((out / "metrics.json").read_text())
     weights = load_checkpoint(out / "checkpoint.pt")["model"]
     history = [{k: v for k, v in h.items() if k != "seconds"} for h in metrics["history"]]
-    return metrics["test"], metrics["test_ema"], history, weights
+    steps = logged_steps(out)
+    assert_steps_once_in_order(steps, blocks=None, per_block=3 * 4)
+    return metrics["test"], metrics["test_ema"], history, steps, weights
 
 
 def _same_retrain(a, b):
-    assert a[:3] == b[:3]
-    for x, y in zip(a[3].values(), b[3].values(), strict=True):
+    assert a[:4] == b[:4]
+    for x, y in zip(a[4].values(), b[4].values(), strict=True):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
 
 

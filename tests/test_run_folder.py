@@ -110,15 +110,18 @@ def test_item_1_retraining_folders_are_locked_too(tmp_path):
 # ------------------------------------------------------------------ 2: --force scope
 def test_item_2_force_removes_everything_the_old_run_wrote(started):
     old = ["best_arch.json", "report.md", "block_0_ratings.csv", "ratings.csv", "arch.png", "best_arch-flops-1M.json",
-           "report-flops-1M.md", "retrain/checkpoint.pt", "retrain/metrics.json", "retrain/export/model.pt"]
+           "report-flops-1M.md", "retrain/checkpoint.pt", "retrain/metrics.json", "retrain/export/model.pt",
+           "metrics.jsonl", "tensorboard/events.out.tfevents.1", "loss.png", "ratings.png"]
     for name in old:
         (started / name).parent.mkdir(parents=True, exist_ok=True)
         (started / name).write_text("old run")
     (started / "notes.txt").write_text("mine")  # not a run's output: kept
     search = BlockwiseSearch.open(load_config("quickstart", QUICK + ["seed=1"]), started, force=True, show_progress=False)
     _release(search)
-    assert sorted(p.name for p in started.iterdir()) == [".lock", "checkpoint.pt", "config.yaml", "notes.txt"]
+    # metrics.jsonl is the new run's, empty until its first step
+    assert sorted(p.name for p in started.iterdir()) == [".lock", "checkpoint.pt", "config.yaml", "metrics.jsonl", "notes.txt"]
     assert load_checkpoint(started / "checkpoint.pt")["config"]["seed"] == 1
+    assert (started / "metrics.jsonl").read_bytes() == b""
 
 
 def test_item_2_force_on_a_retraining_removes_its_export(tmp_path):
@@ -127,8 +130,10 @@ def test_item_2_force_on_a_retraining_removes_its_export(tmp_path):
     (out / "metrics.json").write_text("{}")
     (out / "export").mkdir()
     (out / "export" / "model.pt").write_text("old")
+    (out / "metrics.jsonl").write_text("old")
     _release(Retrainer.open(config, out, force=True, show_progress=False))
-    assert sorted(p.name for p in out.iterdir()) == [".lock", "config.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "config.yaml", "metrics.jsonl"]
+    assert (out / "metrics.jsonl").read_bytes() == b""
 
 
 # ------------------------------------------------------------------ 3: a folder where a file goes
@@ -263,7 +268,7 @@ def test_item_19_output_files_follow_the_umask(started, monkeypatch):
         assert stat.S_IMODE((started / "x.txt").stat().st_mode) == 0o640
     finally:
         os.umask(old)
-    assert modes == {"checkpoint.pt": 0o644, "config.yaml": 0o644}
+    assert modes == {"checkpoint.pt": 0o644, "config.yaml": 0o644, "metrics.jsonl": 0o644}
 
 
 def test_item_19_logs_do_not_hard_wrap_long_lines(capsys):

@@ -19,4 +19,5 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bossnas.commands.export",
     "bossnas.commands.version",
     "bossnas.commands.latency",
+    "bossnas.commands.plot",
 )

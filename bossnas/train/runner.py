@@ -26,6 +26,7 @@ from rich.console import Console
 
 from bossnas import distributed as dist
 from bossnas.config import RunConfig, config_from_dict
+from bossnas.curves import MetricsLog
 from bossnas.data.augment import build_augment
 from bossnas.data.batches import epoch_batches, iterate, seeded_generator
 from bossnas.data.datasets import SplitData, limit_train, load_data
@@ -203,6 +204,8 @@ class BlockwiseSearch:
         self.signals = signals or StopSignals(announce=self.is_main)
         self._stop = self.signals.event
         self.clock = CheckpointClock(config.train.checkpoint_minutes)
+        #: training curves (metrics.jsonl, TensorBoard): rank 0 writes them
+        self.metrics = MetricsLog(self.run_dir, enabled=self.is_main)
 
     # ------------------------------------------------------------------ run folder
     @classmethod
@@ -231,9 +234,13 @@ class BlockwiseSearch:
             if saved is not None:
                 search.load_state(saved)
                 dist.on_main(lambda: folder.resumed(config.to_dict()))
+                note = search.metrics.start(saved.get("metrics_offset"))
+                if note:
+                    search.console.print(f"[yellow]note[/]: {note}")
                 search.console.print(f"resuming '{folder.path}' at {search._position()}")
             else:
                 dist.on_main(lambda: folder.begin(config.to_dict(), force))
+                search.metrics.start()
                 # a first checkpoint: the folder now holds a run, and a failure at any later step
                 # has a good checkpoint to point at
                 search.save()
@@ -271,11 +278,14 @@ class BlockwiseSearch:
                         "batch_size": self.config.train.batch_size, "per_process": self.config.train.batch_size // self.world,
                         "seed": self.config.seed},
             "rng": rng,
+            # metrics.jsonl's length when this checkpoint was taken: a resume cuts it back to it
+            "metrics_offset": self.metrics.offset,
         }
 
     def save(self) -> None:
         """Rank 0 writes the checkpoint (atomically); every process waits until it is on disk."""
         if self.is_main:
+            self.metrics.sync()
             self.folder.save(self.checkpoint_state())
             self.clock.saved()
         dist.barrier()
@@ -364,6 +374,7 @@ class BlockwiseSearch:
         with contextlib.ExitStack() as stack:
             if not self.signals.installed:
                 stack.enter_context(self.signals)
+            stack.callback(self.metrics.close)
             dist.broadcast_module_(self.model)  # every process starts from rank 0's weights
             while self.state.phase != "done" and (stop_after_block is None or self.state.block < stop_after_block):
                 block = self.state.block
@@ -444,6 +455,8 @@ class BlockwiseSearch:
                                       "lr": lr, "ema_momentum": momentum}
                     recent.extend(losses)
                     bar.update(step + 1, loss=sum(recent) / len(recent))
+                    self.metrics.write(*step_record(block, epoch, opt_step, total, losses, lr, momentum,
+                                                    bar.rate * cfg.batch_size))
                     if stop:
                         self._checkpoint_mid_epoch(start)
                         bar.abort()
@@ -461,6 +474,7 @@ class BlockwiseSearch:
             bar.close()
             self.state.train_seconds += seconds
             self.state.history.append({"block": block, "epoch": epoch, "loss": mean_loss, "seconds": round(seconds, 3)})
+            self.metrics.write({"kind": "epoch", **self.state.history[-1]}, block * total + (epoch + 1) * opt_steps_per_epoch - 1)
             self.state.epoch += 1
             self.state.step = 0
             self.state.epoch_loss_sum, self.state.epoch_loss_count = 0.0, 0
@@ -570,6 +584,15 @@ class BlockwiseSearch:
         self.state.phase = "done" if self.state.block == len(self.space.blocks) else "train"
         self.state.epoch = self.state.step = 0
         self.save()
+
+
+def step_record(block: int, epoch: int, opt_step: int, total: int, losses: list[float], lr: float,
+                momentum: float, images_per_s: float) -> tuple[dict, int]:
+    """The metrics.jsonl record of one optimizer step (its loss: the mean over its micro-steps),
+    and its TensorBoard step, which counts on over the blocks."""
+    record = {"kind": "step", "block": block, "epoch": epoch, "step": opt_step, "loss": sum(losses) / len(losses),
+              "lr": lr, "momentum": momentum, "images_per_s": round(images_per_s, 2)}
+    return record, block * total + opt_step
 
 
 def _numpy_rng_state() -> dict:

@@ -57,9 +57,14 @@ class Bar:
             self.progress.start()
             self.task = self.progress.add_task(label, total=total, completed=first, rate="", info="")
 
-    def _rate(self) -> str:
+    @property
+    def rate(self) -> float:
+        """Units per second since the bar started (units done before it, in a resumed epoch, not counted)."""
         elapsed = max(time.perf_counter() - self.start, 1e-9)
-        return f"{(self.done - self.first) / elapsed:.2f} {self.unit}/s"
+        return (self.done - self.first) / elapsed
+
+    def _rate(self) -> str:
+        return f"{self.rate:.2f} {self.unit}/s"
 
     def update(self, done: int, **fields: float | str) -> None:
         self.done = done

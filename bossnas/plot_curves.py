@@ -1,0 +1,179 @@
+"""Pictures of a run's training (``bossnas plot RUN``), drawn from its files without TensorBoard.
+
+``loss.png``: the loss of every optimizer step against the step, one panel per block of a
+search (one panel for a retraining, and a second one with the test accuracy when it was
+evaluated), the learning rate on a second axis. ``ratings.png`` (search): the distribution
+of the ratings of every block's paths, the best (lowest-rated) path, on which the next
+blocks were trained, marked. The series are returned as well as drawn, so what a picture
+shows can be checked against metrics.jsonl.
+
+>>> plots = plot_run("runs/quickstart")   # doctest: +SKIP
+>>> plots.written                          # doctest: +SKIP
+[PosixPath('runs/quickstart/loss.png'), PosixPath('runs/quickstart/ratings.png')]
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from bossnas.curves import METRICS_LOG, read_metrics
+from bossnas.errors import BossNASError
+from bossnas.plot import save_figure
+from bossnas.runs import CHECKPOINT, CONFIG, check_writable_folder
+
+LOSS_PNG, RATINGS_PNG = "loss.png", "ratings.png"
+#: histogram bins of a block's ratings: about one per three paths, within these bounds
+BINS = (5, 40)
+
+
+@dataclass
+class Curve:
+    """What one loss panel shows: a search block's steps (``block``), or a retraining's (None)."""
+
+    block: int | None
+    steps: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    #: test evaluations (retraining): the step after which each ran, and its top-1 (%)
+    eval_steps: list[int] = field(default_factory=list)
+    top1: list[float] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return "retraining" if self.block is None else f"block {self.block}"
+
+
+@dataclass
+class BlockRatings:
+    """The ratings of one block's paths (lower = better) and its best (lowest-rated) path."""
+
+    block: int
+    ratings: list[float]
+    best_path: str
+    best_rating: float
+
+
+@dataclass
+class RunPlots:
+    """The files ``plot_run`` wrote and the data drawn in them."""
+
+    written: list[Path]
+    curves: list[Curve]
+    ratings: list[BlockRatings]
+
+
+# --------------------------------------------------------------------------- data
+def loss_curves(records: list[dict]) -> list[Curve]:
+    """The step and eval records of metrics.jsonl as one curve per block (search) or one (retraining)."""
+    curves: dict[int | None, Curve] = {}
+    for r in records:
+        if r["kind"] not in ("step", "eval"):
+            continue
+        curve = curves.setdefault(r.get("block"), Curve(r.get("block")))
+        if r["kind"] == "step":
+            curve.steps.append(r["step"])
+            curve.loss.append(r["loss"])
+            curve.lr.append(r["lr"])
+        else:
+            curve.eval_steps.append(r["step"])
+            curve.top1.append(r["top1"])
+    return [curves[k] for k in sorted(curves, key=lambda b: -1 if b is None else b)]
+
+
+def block_ratings(run_dir: Path) -> list[BlockRatings]:
+    """The ``block_<k>_ratings.csv`` tables of a search folder, in block order (those written so far)."""
+    from bossnas.train.runner import read_table
+
+    out = []
+    while (path := run_dir / f"block_{len(out)}_ratings.csv").is_file():
+        table = read_table(path)
+        best_path, best_rating = min(table, key=lambda row: row[1])
+        out.append(BlockRatings(len(out), [r for _, r in table], best_path, best_rating))
+    return out
+
+
+# --------------------------------------------------------------------------- figures
+def loss_figure(curves: list[Curve], title: str) -> Figure:
+    """One panel per curve: loss (left axis) and learning rate (right axis) against the step;
+    a retraining's test top-1 in a panel of its own."""
+    with_eval = [c for c in curves if c.eval_steps]
+    panels = len(curves) + len(with_eval)
+    fig = Figure(figsize=(7.0, 2.4 * panels + 0.6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(panels, 1, squeeze=False)[:, 0]
+    for ax, curve in zip(axes, curves):
+        ax.plot(curve.steps, curve.loss, color="tab:blue", lw=1.2, label="loss")
+        ax.set_ylabel(f"{curve.label}\nloss", color="tab:blue")
+        lr_ax = ax.twinx()
+        lr_ax.plot(curve.steps, curve.lr, color="tab:orange", lw=1.0, ls="--", label="lr")
+        lr_ax.set_ylabel("lr", color="tab:orange")
+        ax.set_xlabel("optimizer step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax, curve in zip(axes[len(curves):], with_eval):
+        ax.plot(curve.eval_steps, curve.top1, "o-", color="tab:green")
+        ax.set_ylabel(f"{curve.label}\ntest top-1 (%)")
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+    axes[0].set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def ratings_figure(blocks: list[BlockRatings], title: str) -> Figure:
+    """One histogram of path ratings per block, the best (lowest) rating marked."""
+    fig = Figure(figsize=(7.0, 2.2 * len(blocks) + 0.6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(blocks), 1, squeeze=False)[:, 0]
+    for ax, b in zip(axes, blocks):
+        bins = min(BINS[1], max(BINS[0], len(b.ratings) // 3))
+        ax.hist(b.ratings, bins=bins, color="tab:blue", alpha=0.8)
+        ax.axvline(b.best_rating, color="tab:red", lw=1.5, label=f"best {b.best_path} ({b.best_rating:.4f})")
+        ax.set_ylabel(f"block {b.block}\npaths")
+        ax.legend(fontsize=8, loc="upper right")
+    axes[-1].set_xlabel("rating (lower = better)")
+    axes[0].set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- the command's work
+def run_records(run_dir: Path) -> list[dict]:
+    """The records of a run folder's metrics.jsonl, or a one-line error saying why there are none."""
+    if not run_dir.is_dir():
+        raise BossNASError(f"run folder '{run_dir}' does not exist")
+    if not ((run_dir / CHECKPOINT).is_file() or (run_dir / CONFIG).is_file()):
+        raise BossNASError(f"'{run_dir}' is not a run folder (no {CHECKPOINT} or {CONFIG}); "
+                           "give the --out folder of `bossnas run` or `bossnas retrain`")
+    path = run_dir / METRICS_LOG
+    if not path.is_file():
+        raise BossNASError(f"the run in '{run_dir}' logged no training curves (no {METRICS_LOG}: it was made by a "
+                           "bossnas before they were logged); start it over with --force to get them")
+    records = read_metrics(path)
+    if not any(r["kind"] == "step" for r in records):
+        raise BossNASError(f"the run in '{run_dir}' has logged no training step yet; plot it once it has trained")
+    return records
+
+
+def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> RunPlots:
+    """Draw ``loss.png`` (and, for a search, ``ratings.png``) of a run folder into ``out_dir`` (default: the folder)."""
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir
+    records = run_records(run_dir)
+    check_writable_folder(out_dir, "plot folder")
+    curves = loss_curves(records)
+    ratings = block_ratings(run_dir) if any(c.block is not None for c in curves) else []
+    written = [save_figure(loss_figure(curves, f"training curves of {run_dir}"), out_dir / LOSS_PNG)]
+    if ratings:
+        written.append(save_figure(ratings_figure(ratings, f"path ratings of {run_dir}"), out_dir / RATINGS_PNG))
+    return RunPlots(written, curves, ratings)
+
+
+__all__ = ["BlockRatings", "Curve", "RunPlots", "block_ratings", "loss_curves", "loss_figure", "plot_run",
+           "ratings_figure", "run_records"]
