@@ -93,7 +93,8 @@ def _block_input(space: SearchSpace, block: int, prefix: Arch, size: int) -> tor
     x = torch.empty(1, space.in_channels, size, size, device="meta")
     for b, path in enumerate(prefix[:block]):
         with torch.device("meta"):
-            module = space.build_block(b, path, None if b == 0 else prefix[b - 1])
+            # eval: a 1x1 map of batch 1 (an 8 px input at @7) is no batch for BatchNorm in training mode
+            module = space.build_block(b, path, None if b == 0 else prefix[b - 1]).eval()
         x = module(x)
     return x
 
