@@ -177,9 +177,15 @@ class SearchSpace(ABC):
         return reps
 
     def path_counts(self, block: int) -> dict[Hashable, int]:
-        """How many paths ``block`` has after a previous path with each boundary key."""
-        return {key: len(self.block_paths(block, prefix[-1] if prefix else None))
-                for key, prefix in self.prefixes(block).items()}
+        """How many paths ``block`` has after a previous path with each boundary key.
+
+        Cached per space (a space does not change once built): fair sampling asks on every step.
+        """
+        cache = self.__dict__.setdefault("_path_counts", {})
+        if block not in cache:
+            cache[block] = {key: len(self.block_paths(block, prefix[-1] if prefix else None))
+                            for key, prefix in self.prefixes(block).items()}
+        return dict(cache[block])
 
     def is_product_block(self, block: int) -> bool:
         """True when every combination of the block's layer choices is an allowed path."""
