@@ -109,13 +109,17 @@ def bench_block(space, block: int, args, device: torch.device, autocast) -> dict
     model = SiameseSupernet(space, args.hidden_dim, args.proj_dim).to(device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
-    best = [space.block_paths(b)[len(space.block_paths(b)) // 2] for b in range(block)]
+    best: list = []  # a legal chain: each block's middle path among those that follow the block before
+    for b in range(block):
+        options = space.block_paths(b, best[-1] if best else None)
+        best.append(options[len(options) // 2])
+    prev = best[-1] if best else None
     model.train()
     for b in range(block):
         model.target.block_module(b).eval()
     sampling = space.default_sampling
     k = args.k or (space.max_fair_k(block) if sampling == "fair" else 4)
-    paths = space.sample_paths(block, k, sampling, seeded_generator(1, block))
+    paths = space.sample_paths(block, k, sampling, seeded_generator(1, block), prev)
     images = torch.randint(0, 256, (args.batch, space.in_channels, space.image_size, space.image_size), dtype=torch.uint8, device=device)
     augment = build_augment("small", (0.5,) * space.in_channels, (0.25,) * space.in_channels)
     optimizer = build_optimizer("sgd", model.trainable_parameters(block), 0.01, 0.9, 1e-4)
@@ -136,7 +140,6 @@ def bench_block(space, block: int, args, device: torch.device, autocast) -> dict
     v1, v2 = (prep(v) for v in augment(images, seeded_generator(3)))
     with torch.no_grad(), autocast():
         f1, f2 = model.forward_prefix(torch.cat([v1, v2]), best).chunk(2) if best else (v1, v2)
-    prev = best[-1] if best else None
     pieces = []
     for path in paths:
         oh, th = model.online_heads[block], model.target_heads[block]
@@ -186,7 +189,7 @@ def bench_block(space, block: int, args, device: torch.device, autocast) -> dict
     model.load_state_dict(state)
 
     # ---- rating a whole block vs the standalone forwards of all its paths
-    all_paths = space.block_paths(block)
+    all_paths = space.block_paths(block, prev)
     if args.rate_paths:
         all_paths = all_paths[: args.rate_paths]
     n_rate = args.rate_images

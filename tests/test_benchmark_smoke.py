@@ -105,3 +105,24 @@ def test_rating_benchmark_one_block(shared_data, tmp_path):
     assert [b["block"] for b in seed["blocks"]] == [0] and "archs" not in seed
     assert len(seed["best_paths"]) == 1
     assert -1 <= seed["blocks"][0]["partial"]["log params"] <= 1
+
+
+@pytest.mark.slow
+def test_hytra_defaults_benchmark_smoke(shared_data, tmp_path):
+    spec = importlib.util.spec_from_file_location("hytra_bench", REPO / "benchmarks" / "hytra_defaults.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec.loader.exec_module(bench)
+    data_dir = Path(os.environ.get("BOSSNAS_DATA", Path.home() / ".cache" / "bossnas-data"))
+    out = tmp_path / "bench"
+    assert bench.main(["--preset", "smoke", "--quiet", "--threads", "1", "--data-dir", str(data_dir), "--out", str(out),
+                       "--extra-old", "train.epochs=1"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    new, old = report["variants"]["new"], report["variants"]["old"]
+    assert new["paths_rated"][0] == 51 and old["paths_rated"] == [43, 80, 16, 16]
+    assert old["overrides"]["model.space_options.paths"] == "static" and "model.space_options.paths" not in new["overrides"]
+    for v in (new, old):
+        assert v["madds_224"] > 50 * v["madds_run"]  # 224x224 against 8x8 input
+        assert all((out / m).stat().st_size > 5_000 for m in v["heatmaps"]) and len(v["heatmaps"]) == 4
+    assert "MAdds at 224x224" in (out / "report.md").read_text()
+

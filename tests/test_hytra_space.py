@@ -11,13 +11,16 @@ from bossnas.spaces.hytra import BOSSNET_T0_ARCH
 
 #: tiny settings that run every path on a CPU: 32x32 inputs, 1/16 of the widths
 SMALL = dict(image_size=32, width_mult=0.0625, num_classes=5)
+#: the static per-block rule, and the supernet in the standalone network's form (shortcuts,
+#: attention), so that supernet weights load into ``build_standalone`` key for key; the
+#: official rule and the official search form: tests/test_hytra_official.py
+STATIC = dict(paths="static", search_shortcut="standalone")
 SIDES = (56, 28, 14, 7)
-
 
 
 @pytest.fixture(scope="module")
 def space():
-    return create_space("hytra", **SMALL)
+    return create_space("hytra", **SMALL, **STATIC)
 
 
 def expected_block_paths(block: int) -> set[tuple[str, ...]]:
@@ -77,7 +80,7 @@ def test_block_paths_match_independent_enumeration(space):
 
 @pytest.mark.parametrize("image_size", [224, 32])
 def test_every_architecture_keeps_resolution_and_places_attention(image_size):
-    s = create_space("hytra", image_size=image_size, width_mult=0.0625)
+    s = create_space("hytra", image_size=image_size, width_mult=0.0625, **STATIC)
     ends = {}
     for spec in s.blocks:
         for path in s.block_paths(spec.index):
@@ -203,13 +206,14 @@ def test_malformed_arch_strings(space, text, message):
     ],
 )
 def test_bad_options_are_one_line_errors(options, message):
+    """(The options of the official search form: tests/test_hytra_official.py.)"""
     with pytest.raises(BossNASError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         create_space("hytra", **options)
 
 
 @pytest.mark.parametrize("size", [32, 37, 48, 100, 128, 150])
 def test_odd_and_large_sizes_have_no_shape_mismatch(size):
-    s = create_space("hytra", image_size=size, width_mult=0.0625, num_classes=3)
+    s = create_space("hytra", image_size=size, width_mult=0.0625, num_classes=3, **STATIC)
     for arch in ("ResConv@56:ResConv@28:ResConv@28:ResConv@14:ResConv@7:" + ":".join(["ResAtt@7"] * 11),
                  "ResConv@14:" * 3 + "ResConv@14:ResAtt@14:ResAtt@14:ResAtt@14:ResAtt@7:" + ":".join(["ResConv@7"] * 8)):
         model = s.build_standalone(s.parse_arch(arch)).eval()
@@ -229,9 +233,11 @@ TINY_SEARCH = [
 
 @pytest.mark.slow
 def test_tiny_search_end_to_end(tmp_path):
-    record, tables = tiny_search(tmp_path / "run", "hytra", TINY_SEARCH)
-    assert record["space"] == "hytra" and record["space_options"] == {"width_mult": 0.0625}
-    s = create_space("hytra", image_size=32, width_mult=0.0625)
+    static = ["model.space_options.paths=static", "model.space_options.search_shortcut=standalone"]
+    record, tables = tiny_search(tmp_path / "run", "hytra", TINY_SEARCH + static)
+    assert record["space"] == "hytra"
+    assert record["space_options"] == {"width_mult": 0.0625, "paths": "static", "search_shortcut": "standalone"}
+    s = create_space("hytra", image_size=32, width_mult=0.0625, **STATIC)
     arch = s.parse_arch(record["arch"])  # a legal fabric path
     assert [len(t) for t in tables] == [43, 80, 16, 16]
     assert [s.format_path(p) for p in arch] == [min(t, key=lambda row: row[1])[0] for t in tables]

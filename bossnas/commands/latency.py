@@ -32,10 +32,11 @@ def latency(
     out = latency_file(run_dir, str(target))
     if out.exists() and not force:
         raise BossNASError(f"'{out}' exists; add --force to measure again")
-    entries = sum(len(space.block_paths(b.index)) for b in space.blocks)
+    # one entry per legal (previous boundary, path): where paths depend on the previous block, fewer than all pairs
+    entries = sum(sum(space.path_counts(b.index).values()) for b in space.blocks)
     typer.echo(f"measuring {space.name} at {space.in_channels}x{space.image_size}x{space.image_size}, batch {batch}, "
                f"on {target} ({threads or 'default'} threads), {statistic} of {rounds} rounds; {len(space.blocks)} blocks, "
-               f"{entries} paths (each after every boundary the previous block can end with)")
+               f"{entries} entries (each path after every boundary the previous block can end with)")
     start = time.perf_counter()
     table = measure_latency(space, target, batch, threads, rounds, statistic,
                             progress=lambda b, n: typer.echo(f"  block {b}: {n} entries timed"))

@@ -20,7 +20,7 @@ def rate(
     """Ratings (sum of block ratings, lower = better) of all or the given architectures."""
     from bossnas.runs import check_writable_folder
     from bossnas.search.report import run_space, tables_from_state
-    from bossnas.search.select import all_ratings, arch_rating, top_k
+    from bossnas.search.select import all_ratings, arch_rating, top_k, unrated_block
     from bossnas.train.runner import load_run
     from bossnas.utils.io import atomic_write_text
 
@@ -35,13 +35,21 @@ def rate(
         raise BossNASError(f"run in '{run_dir}' has rated {len(state['tables'])} of {len(space.blocks)} blocks; finish it with --resume")
     tables = tables_from_state(space, state["tables"])
     if archs:
-        rows = [(space.format_arch(a), arch_rating(tables, a)) for a in (space.parse_arch(t) for t in archs)]
+        parsed = [space.parse_arch(t) for t in archs]
+        for a in parsed:
+            b = unrated_block(tables, a)
+            if b is not None:
+                raise BossNASError(
+                    f"block {b} path '{space.format_path(a[b])}' of '{space.format_arch(a)}' was not rated: the run rated "
+                    f"block {b} only on the paths that follow its block {b - 1} best path; `bossnas rate {run_dir} --top N` "
+                    "lists rated architectures")
+        rows = [(space.format_arch(a), arch_rating(tables, a)) for a in parsed]
     elif top is not None:
         if top < 1:
             raise BossNASError("--top must be >= 1")
-        rows = [(space.format_arch(s.arch), s.rating) for s in top_k(tables, top)]
+        rows = [(space.format_arch(s.arch), s.rating) for s in top_k(tables, top, space)]
     else:
-        arch_list, values = all_ratings(tables)
+        arch_list, values = all_ratings(tables, space=space)
         rows = [(space.format_arch(a), float(v)) for a, v in zip(arch_list, values)]
         out = out or run_dir / "ratings.csv"
     if out is not None:

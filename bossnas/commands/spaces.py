@@ -11,7 +11,9 @@ def spaces() -> None:
 
     for name in list_spaces():
         space = create_space(name)
-        blocks = "/".join(str(len(space.block_paths(b.index))) for b in space.blocks)
+        # where a block's paths depend on the previous block's path: the range over previous paths
+        counts = [sorted(set(space.path_counts(b.index).values())) for b in space.blocks]
+        blocks = "/".join(str(c[0]) if len(c) == 1 else f"{c[0]}-{c[-1]}" for c in counts)
         typer.echo(f"{name:10s} {space.num_architectures():>22,} architectures, paths per block {blocks}: {space.description}")
 
 

@@ -71,6 +71,20 @@ def make_shortcut(c_in: int, c_out: int, stride: int, avg_down: bool) -> nn.Modu
     return nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
 
 
+def conv_shortcut(c_in: int, c_out: int, stride: int, act: str = "relu") -> nn.Module:
+    """The shortcut of the official HyTra search supernet (not of the retrained BossNet).
+
+    3x3 stride-2 conv + BN + activation where the branch down-samples, 1x1 conv + BN +
+    activation where only the width changes, identity otherwise. Kept so that a search can
+    rate paths with the supernet the official ratings came from (``search_shortcut=official``).
+    """
+    if stride == 1 and c_in == c_out:
+        return nn.Identity()
+    conv = (nn.Conv2d(c_in, c_out, 1, bias=False) if stride == 1
+            else nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False))
+    return nn.Sequential(conv, nn.BatchNorm2d(c_out), activation(act))
+
+
 class SqueezeExcite(nn.Module):
     """Channel gating (Hu et al., 2018): global pool, 1x1 reduce, activation, 1x1 expand, sigmoid."""
 
@@ -98,10 +112,11 @@ class ResConv(nn.Module):
     body: ClassVar[tuple[str, ...]] = ("conv2", "bn2", "conv3", "bn3", "se")
 
     def __init__(self, c_in: int, c_out: int, stride: int = 1, act: str = "relu", se: bool = False,
-                 avg_down: bool = False, pos_conv: bool = True):
+                 avg_down: bool = False, pos_conv: bool = True, shortcut: nn.Module | None = None):
         super().__init__()
         mid = max(1, c_out // BOTTLENECK_EXPANSION)
-        self.shortcut = make_shortcut(c_in, c_out, stride, avg_down)
+        # ``shortcut`` replaces the default projection (the HyTra search supernet's own form)
+        self.shortcut = shortcut if shortcut is not None else make_shortcut(c_in, c_out, stride, avg_down)
         self.conv1 = nn.Conv2d(c_in, mid, 1, bias=False)
         self.pos = nn.Conv2d(mid, mid, 3, stride=stride, padding=1, groups=mid) if pos_conv else nn.Identity()
         self.bn1 = nn.BatchNorm2d(mid)
@@ -123,24 +138,40 @@ class ResConv(nn.Module):
         return self.act3(x + shortcut)
 
 
+#: ``standard``: softmax(q k^T / sqrt(d)) v, every position a weighted mean of the values;
+#: ``official-search``: the official HyTra search op, ``v @ softmax(q^T k)`` without the transpose
+#: (output position j sums the values of all i weighted by softmax_j(q_i . k_j))
+ATTENTION_FORMS = ("standard", "official-search")
+
+
 class MultiHeadSelfAttention(nn.Module):
     """Global multi-head self-attention over the positions of a feature map (no positional bias).
 
     q, k and v come from one 1x1 conv; ``scaled_dot_product_attention`` does the rest, so
-    fused kernels are used where the device has them.
+    fused kernels are used where the device has them. ``form="official-search"`` reproduces
+    the official search supernet's op (see :data:`ATTENTION_FORMS`); the retrained BossNets
+    and every standalone network use ``standard``.
     """
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, form: str = "standard"):
         super().__init__()
         if dim % heads:
             raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
+        if form not in ATTENTION_FORMS:
+            raise ValueError(f"unknown attention form {form!r}; expected one of {ATTENTION_FORMS}")
         self.heads = heads
+        self.form = form
         self.qkv = nn.Conv2d(dim, 3 * dim, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         qkv = self.qkv(x).reshape(b, 3, self.heads, c // self.heads, h * w).transpose(-2, -1)
-        out = F.scaled_dot_product_attention(qkv[:, 0], qkv[:, 1], qkv[:, 2])  # [b, heads, hw, d]
+        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # [b, heads, hw, d]
+        if self.form == "standard":
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            weights = torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1)  # [b, heads, i, j]
+            out = weights.transpose(-2, -1) @ v  # sums over the query index i, not the key index j
         return out.transpose(-2, -1).reshape(b, c, h, w)
 
 
@@ -167,15 +198,16 @@ class ResAtt(nn.Module):
     body: ClassVar[tuple[str, ...]] = ("attn", "bn_attn", "conv_out", "bn_out")
 
     def __init__(self, c_in: int, c_out: int, stride: int = 1, act: str = "relu",
-                 avg_down: bool = False, heads: int | None = None):
+                 avg_down: bool = False, heads: int | None = None, shortcut: nn.Module | None = None,
+                 attention: str = "standard"):
         super().__init__()
         mid = max(1, c_out // BOTTLENECK_EXPANSION)
-        self.shortcut = make_shortcut(c_in, c_out, stride, avg_down)
+        self.shortcut = shortcut if shortcut is not None else make_shortcut(c_in, c_out, stride, avg_down)
         self.conv_in = nn.Conv2d(c_in, mid, 1, bias=False)
         self.pos = nn.Conv2d(mid, mid, 3, stride=stride, padding=1, groups=mid)
         self.bn_in = nn.BatchNorm2d(mid)
         self.act_in = activation(act)
-        self.attn = MultiHeadSelfAttention(mid, heads or attention_heads(mid))
+        self.attn = MultiHeadSelfAttention(mid, heads or attention_heads(mid), attention)
         self.bn_attn = nn.BatchNorm2d(mid)
         self.act_attn = activation(act)
         self.conv_out = nn.Conv2d(mid, c_out, 1, bias=False)

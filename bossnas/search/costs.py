@@ -86,23 +86,15 @@ def arch_cost(space: SearchSpace, arch: Arch, image_size: int | None = None) -> 
     return Cost(count_flops(model, example), count_params(model))
 
 
-def _block_input(space: SearchSpace, block: int, prev_path: Path | None, size: int) -> torch.Tensor:
-    """A meta tensor shaped like block ``block``'s input, obtained by running the blocks before it."""
+def _block_input(space: SearchSpace, block: int, prefix: Arch, size: int) -> torch.Tensor:
+    """A meta tensor shaped like block ``block``'s input: the image run through ``prefix``, a legal
+    sequence of paths of the blocks before it (any prefix whose last path has the same boundary
+    key gives the same shape)."""
     x = torch.empty(1, space.in_channels, size, size, device="meta")
-    if block == 0:
-        return x
-    # any architecture whose block block-1 is prev_path gives the same input shape
-    return _prefix_output(space, block, prev_path, x)
-
-
-def _prefix_output(space: SearchSpace, block: int, prev_path: Path, x: torch.Tensor) -> torch.Tensor:
-    arch = []
-    for b in range(block - 1):
-        arch.append(space.block_paths(b)[0])
-    arch.append(prev_path)
-    for b, path in enumerate(arch):
+    for b, path in enumerate(prefix[:block]):
         with torch.device("meta"):
-            module = space.build_block(b, path, None if b == 0 else arch[b - 1])
+            # eval: a 1x1 map of batch 1 (an 8 px input at @7) is no batch for BatchNorm in training mode
+            module = space.build_block(b, path, None if b == 0 else prefix[b - 1]).eval()
         x = module(x)
     return x
 
@@ -118,15 +110,15 @@ class BlockCostTable:
         self.space = space
         self.size = image_size or space.image_size
         self.tables: list[dict[tuple[Hashable, Path], Cost]] = []
-        representatives: dict[Hashable, Path] = {}
         last = len(space.blocks) - 1
         for spec in space.blocks:
             table: dict[tuple[Hashable, Path], Cost] = {}
-            prev_options = [(None, None)] if spec.index == 0 else list(representatives.items())
-            next_reps: dict[Hashable, Path] = {}
-            paths = space.block_paths(spec.index)
-            for key, prev_path in prev_options:
-                x = _block_input(space, spec.index, prev_path, self.size)
+            # one entry per legal (previous key, path): where paths depend on the previous
+            # block's (HyTra), a path that cannot follow a key has no entry
+            for key, prefix in space.prefixes(spec.index).items():
+                prev_path = prefix[-1] if prefix else None
+                paths = space.block_paths(spec.index, prev_path)
+                x = _block_input(space, spec.index, prefix, self.size)
                 # build outside the counter: weight init under it would be counted op by op
                 with torch.device("meta"):
                     modules = [space.build_block(spec.index, p, prev_path).eval() for p in paths]
@@ -141,9 +133,7 @@ class BlockCostTable:
                             flops += count_flops(heads[i], module(x), counter)
                             params += count_params(heads[i])
                         table[(key, path)] = Cost(flops, params)
-                        next_reps.setdefault(space.boundary_key(spec.index, path), path)
             self.tables.append(table)
-            representatives = next_reps
 
     def cost(self, arch: Arch) -> Cost:
         total = Cost(0, 0)

@@ -41,6 +41,7 @@ from bossnas.search.select import (
     RatingTables,
     arch_rating,
     flops_table,
+    legal_archs,
     pareto_front,
 )
 from bossnas.spaces.base import Arch, Path, SearchSpace
@@ -139,13 +140,12 @@ class LatencyTable:
         return table
 
     def missing_entries(self) -> int:
-        """Entries of the space (every reachable (key, path)) that the table does not hold."""
-        keys: set[Hashable] = {None}
+        """Entries of the space (every reachable, legal (key, path)) that the table does not hold."""
         missing = 0
         for spec in self.space.blocks:
-            paths = self.space.block_paths(spec.index)
-            missing += sum((key, p) not in self.seconds[spec.index] for key in keys for p in paths)
-            keys = {self.space.boundary_key(spec.index, p) for p in paths}
+            for key, prefix in self.space.prefixes(spec.index).items():
+                paths = self.space.block_paths(spec.index, prefix[-1] if prefix else None)
+                missing += sum((key, p) not in self.seconds[spec.index] for p in paths)
         return missing
 
 
@@ -194,24 +194,20 @@ def measure_latency(space: SearchSpace, device: str | torch.device = "cpu", batc
     seconds: CostTable = []
     spread: list[dict] = []
     prev_paths: list[dict] = []
-    representatives: dict[Hashable, Path | None] = {None: None}
     for spec in space.blocks:
-        paths = space.block_paths(spec.index)
         entries, calls = [], []
-        for key, prev in representatives.items():
-            shape = _block_input(space, spec.index, prev, space.image_size).shape
+        representatives: dict[Hashable, Path | None] = {}
+        for key, prefix in space.prefixes(spec.index).items():
+            prev = representatives[key] = prefix[-1] if prefix else None
+            shape = _block_input(space, spec.index, prefix, space.image_size).shape
             x = torch.randn(batch, *shape[1:], device=device)
-            for p in paths:
+            for p in space.block_paths(spec.index, prev):
                 entries.append((key, p))
                 calls.append(_call(_entry_module(space, spec.index, p, prev).to(device), x))
         times = interleaved_times(calls, rounds, threads)
         seconds.append(dict(zip(entries, medians(times) if statistic == "median" else map(min, times))))
         spread.append({e: (min(t), max(t)) for e, t in zip(entries, times)})
-        prev_paths.append(dict(representatives))
-        next_reps: dict[Hashable, Path] = {}
-        for p in paths:
-            next_reps.setdefault(space.boundary_key(spec.index, p), p)
-        representatives = next_reps
+        prev_paths.append(representatives)
         if progress is not None:
             progress(spec.index, len(entries))
     meta = {
@@ -253,20 +249,23 @@ def latency_budget(run_dir: str | FsPath, space: SearchSpace, max_latency: float
 PLOT_SAMPLE = 20000
 
 
-def sample_archs(space: SearchSpace, limit: int, seed: int = 0) -> list[Arch]:
-    """Every architecture when there are at most ``limit``, else a seeded uniform sample."""
-    paths = [space.block_paths(b.index) for b in space.blocks]
-    if math.prod(len(p) for p in paths) <= limit:
-        return [tuple(a) for a in itertools.product(*paths)]
-    rng = random.Random(seed)
-    return [tuple(rng.choice(p) for p in paths) for _ in range(limit)]
+def sample_archs(space: SearchSpace, limit: int, seed: int = 0, tables: RatingTables | None = None) -> list[Arch]:
+    """Every architecture when there are at most ``limit``, else a seeded sample; only legal chains,
+    and with ``tables`` only of rated paths."""
+    candidates = [list(t) for t in tables] if tables is not None else [space.block_paths(b.index) for b in space.blocks]
+    if not space.paths_follow_previous:
+        if math.prod(len(p) for p in candidates) <= limit:
+            return [tuple(a) for a in itertools.product(*candidates)]
+        rng = random.Random(seed)
+        return [tuple(rng.choice(p) for p in candidates) for _ in range(limit)]
+    return legal_archs(space, candidates, limit, seed)
 
 
 def pareto_figure(space: SearchSpace, tables: RatingTables, latency: LatencyTable, costs: BlockCostTable,
                   chosen: Arch | None = None) -> Figure:
     """Rating (lower = better) against modelled latency and against FLOPs: the architectures, the exact
     Pareto fronts (from the same dynamic programme as the budgets), and the chosen architecture."""
-    cloud = sample_archs(space, PLOT_SAMPLE)
+    cloud = sample_archs(space, PLOT_SAMPLE, tables=tables)
     ratings = [arch_rating(tables, a) for a in cloud]
     fig = Figure(figsize=(11, 4.5))
     FigureCanvasAgg(fig)

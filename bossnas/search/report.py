@@ -18,6 +18,7 @@ from bossnas.search.select import (
     Selection,
     best_constrained,
     best_unconstrained,
+    count_archs,
     top_k,
 )
 from bossnas.spaces.base import SearchSpace
@@ -35,7 +36,7 @@ def select(space: SearchSpace, tables: RatingTables, max_flops: float | None, ma
            extra: list[Budget] | None = None) -> Selection:
     """The best-rated architecture under the FLOPs / parameter budgets and ``extra`` ones (e.g. latency)."""
     if max_flops is None and max_params is None and not extra:
-        best = best_unconstrained(tables)
+        best = best_unconstrained(tables, space)
         return Selection(best.arch, best.rating, arch_cost(space, best.arch))
     return best_constrained(space, tables, cost_table(space), max_flops, max_params, extra)
 
@@ -90,7 +91,12 @@ def write_report(run_dir: FsPath, space: SearchSpace, config: RunConfig, state: 
         best = min(table, key=table.__getitem__)
         lines.append(f"| {b} | {len(table)} | `{space.format_path(best)}` | {table[best]:.5f} | {max(table.values()):.5f} |")
     lines += ["", "## Best-rated architectures", "", "| rank | architecture | rating |", "|---|---|---|"]
-    for i, sel in enumerate(top_k(tables, 5), 1):
+    if space.paths_follow_previous:
+        lines += ["", f"Block k was trained and rated on the paths that may follow block k-1's best path "
+                  f"(`{space.name}` rule); the rated paths combine into "
+                  f"{count_archs(space, [list(t) for t in tables]):,} legal architectures "
+                  f"(the space holds {space.num_architectures():,})."]
+    for i, sel in enumerate(top_k(tables, 5, space), 1):
         lines.append(f"| {i} | `{space.format_arch(sel.arch)}` | {sel.rating:.5f} |")
     train_s, rate_s = state.get("train_seconds", 0.0), state.get("rate_seconds", 0.0)
     lines += [

@@ -7,13 +7,22 @@ previous block's boundary key) the choice is exact: a dynamic programme over blo
 keeps, for each boundary state, the Pareto front of (costs, rating) of partial
 architectures; nothing that could still lead to the optimum is dropped, so the result is
 the true best sum under the budgets.
+
+In a space whose block paths depend on the previous block's path (``paths=official`` HyTra:
+a block starts where the previous one ended or one scale coarser), every function here
+combines a block-k path only with block-(k-1) paths it may follow
+(``SearchSpace.continues``); pass the space. Block k's rating table then holds the paths
+after the best path of block k-1, so the architectures a search can choose are the legal
+chains of rated paths (:func:`count_archs`).
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
-from collections.abc import Hashable
+import random
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,13 +45,37 @@ def arch_rating(tables: RatingTables, arch: Arch) -> float:
     return float(sum(table[path] for table, path in zip(tables, arch)))
 
 
-def best_unconstrained(tables: RatingTables) -> Selection:
+def unrated_block(tables: RatingTables, arch: Arch) -> int | None:
+    """The first block of ``arch`` whose path has no rating, or None."""
+    return next((b for b, (table, path) in enumerate(zip(tables, arch)) if path not in table), None)
+
+
+def _dynamic(space: SearchSpace | None) -> bool:
+    return space is not None and space.paths_follow_previous
+
+
+def _may_follow(space: SearchSpace, block: int, key: Hashable, path: Path) -> bool:
+    return block == 0 or space.continues(block, key, path)
+
+
+def best_unconstrained(tables: RatingTables, space: SearchSpace | None = None) -> Selection:
+    """The best-rated architecture: each block's best path, or (where paths depend on the previous
+    block's, ``space`` given) the best legal chain of rated paths."""
+    if _dynamic(space):
+        return top_k(tables, 1, space)[0]
     arch = tuple(min(table, key=table.__getitem__) for table in tables)
     return Selection(arch, arch_rating(tables, arch))
 
 
-def top_k(tables: RatingTables, k: int) -> list[Selection]:
-    """The k best-rated architectures (lowest rating sums), best first, without enumerating the space."""
+def top_k(tables: RatingTables, k: int, space: SearchSpace | None = None) -> list[Selection]:
+    """The k best-rated architectures (lowest rating sums), best first, without enumerating the space.
+
+    With a ``space`` whose paths depend on the previous block's, only legal chains: a dynamic
+    programme keeps, per boundary key, the k best prefixes (a prefix outside its key's k best
+    has k better ones with the same continuations, so it is never among the k best).
+    """
+    if _dynamic(space):
+        return _top_k_chains(space, tables, k)
     ordered = [sorted(t.items(), key=lambda kv: kv[1]) for t in tables]
     start = (0,) * len(ordered)
 
@@ -59,6 +92,63 @@ def top_k(tables: RatingTables, k: int) -> list[Selection]:
                 if nxt not in seen:
                     seen.add(nxt)
                     heapq.heappush(heap, (total(nxt), nxt))
+    return out
+
+
+def _top_k_chains(space: SearchSpace, tables: RatingTables, k: int) -> list[Selection]:
+    states: dict[Hashable, list[tuple[float, Arch]]] = {None: [(0.0, ())]}
+    for b, table in enumerate(tables):
+        grouped: dict[Hashable, list[tuple[float, Arch]]] = {}
+        for key, partials in states.items():
+            for path, rating in table.items():
+                if _may_follow(space, b, key, path):
+                    grouped.setdefault(space.boundary_key(b, path), []).extend(
+                        (r + rating, arch + (path,)) for r, arch in partials)
+        states = {key: heapq.nsmallest(k, items, key=lambda it: it[0]) for key, items in grouped.items()}
+    best = heapq.nsmallest(k, (it for items in states.values() for it in items), key=lambda it: it[0])
+    return [Selection(arch, arch_rating(tables, arch)) for _, arch in best]
+
+
+def count_archs(space: SearchSpace, candidates: Sequence[Sequence[Path]]) -> int:
+    """How many legal architectures take block k's path from ``candidates[k]`` (e.g. the rated paths)."""
+    counts: dict[Hashable, int] = {None: 1}
+    for b, paths in enumerate(candidates):
+        nxt: dict[Hashable, int] = {}
+        for key, n in counts.items():
+            for path in paths:
+                if _may_follow(space, b, key, path):
+                    new_key = space.boundary_key(b, path)
+                    nxt[new_key] = nxt.get(new_key, 0) + n
+        counts = nxt
+    return sum(counts.values())
+
+
+def _viable(space: SearchSpace, candidates: Sequence[Sequence[Path]]) -> list[list[Path]]:
+    """The candidates that some legal chain through all blocks uses (a backward pass drops dead ends)."""
+    viable = [list(candidates[-1])]
+    for b in range(len(candidates) - 2, -1, -1):
+        after = viable[0]
+        viable.insert(0, [p for p in candidates[b]
+                          if any(space.continues(b + 1, space.boundary_key(b, p), q) for q in after)])
+    return viable
+
+
+def legal_archs(space: SearchSpace, candidates: Sequence[Sequence[Path]], limit: int, seed: int = 0) -> list[Arch]:
+    """Every legal chain of the per-block ``candidates`` when there are at most ``limit``, else a seeded
+    sample of ``limit`` (each block drawn uniformly among the viable paths that follow the block before)."""
+    if count_archs(space, candidates) <= limit:
+        archs: list[Arch] = [()]
+        for b, paths in enumerate(candidates):
+            archs = [a + (p,) for a in archs for p in paths
+                     if b == 0 or space.continues(b, space.boundary_key(b - 1, a[-1]), p)]
+        return archs
+    viable, rng, out = _viable(space, candidates), random.Random(seed), []
+    for _ in range(limit):
+        arch: Arch = ()
+        for b, paths in enumerate(viable):
+            options = paths if b == 0 else [p for p in paths if space.continues(b, space.boundary_key(b - 1, arch[-1]), p)]
+            arch += (rng.choice(options),)
+        out.append(arch)
     return out
 
 
@@ -124,6 +214,8 @@ def _fronts(space: SearchSpace, tables: RatingTables, cost_tables: list[CostTabl
         grouped: dict[Hashable, list[_Partial]] = {}
         for key, partials in states.items():
             for path, rating in tables[spec.index].items():
+                if not _may_follow(space, spec.index, key, path):
+                    continue  # no such network: cost tables hold only legal (key, path) entries
                 step = [t[spec.index][(key, path)] for t in cost_tables]
                 new_key = space.boundary_key(spec.index, path)
                 for costs, r, paths in partials:
@@ -141,8 +233,7 @@ def best_within(space: SearchSpace, tables: RatingTables, budgets: list[Budget])
     >>> best_within(space, tables, [Budget("--max-latency", latency_table, 3e-3)])   # doctest: +SKIP
     """
     if not budgets:
-        best = best_unconstrained(tables)
-        return best, ()
+        return best_unconstrained(tables, space), ()
     smallest = [sum(min(t[b.index].values()) for b in space.blocks) for t in (bd.table for bd in budgets)]
     if any(s > bd.limit for s, bd in zip(smallest, budgets)):
         needs = ", ".join(f"{bd.name} {s:.4g}" for s, bd in zip(smallest, budgets))
@@ -150,7 +241,9 @@ def best_within(space: SearchSpace, tables: RatingTables, budgets: list[Budget])
                            f"raise {' / '.join(bd.name for bd in budgets)} above those")
     finals = _fronts(space, tables, [bd.table for bd in budgets], [bd.limit for bd in budgets])
     if not finals:
-        raise BossNASError(f"no rated architecture fits the budget; raise {' / '.join(bd.name for bd in budgets)}")
+        rated = (" (block k was rated only on the paths that follow block k-1's best path, so fewer "
+                 "architectures were rated than the space holds)") if space.paths_follow_previous else ""
+        raise BossNASError(f"no rated architecture fits the budget{rated}; raise {' / '.join(bd.name for bd in budgets)}")
     costs, rating, arch = min(finals, key=lambda it: (it[1], it[0]))
     return Selection(arch, rating), costs
 
@@ -177,8 +270,18 @@ def best_constrained(space: SearchSpace, tables: RatingTables, costs: BlockCostT
     return Selection(choice.arch, choice.rating, costs.cost(choice.arch))
 
 
-def all_ratings(tables: RatingTables, limit: int = 2_000_000) -> tuple[list[Arch], np.ndarray]:
-    """Every architecture and its rating (block sums), for spaces small enough to list."""
+def all_ratings(tables: RatingTables, limit: int = 2_000_000,
+                space: SearchSpace | None = None) -> tuple[list[Arch], np.ndarray]:
+    """Every architecture and its rating (block sums), for spaces small enough to list.
+
+    With a ``space`` whose paths depend on the previous block's: every legal chain of rated paths.
+    """
+    if _dynamic(space):
+        count = count_archs(space, [list(t) for t in tables])
+        if count > limit:
+            raise BossNASError(f"the run rated {count:,} architectures, too many to list; give architectures or use --top N")
+        archs = legal_archs(space, [list(t) for t in tables], limit)
+        return archs, np.array([arch_rating(tables, a) for a in archs])
     count = math.prod(len(t) for t in tables)
     if count > limit:
         raise BossNASError(
@@ -189,7 +292,5 @@ def all_ratings(tables: RatingTables, limit: int = 2_000_000) -> tuple[list[Arch
     grid = values[0]
     for v in values[1:]:
         grid = (grid[:, None] + v[None, :]).reshape(-1)
-    import itertools
-
     archs = [tuple(a) for a in itertools.product(*paths)]
     return archs, grid

@@ -124,23 +124,90 @@ class SearchSpace(ABC):
         return sum(len(b.layers) for b in self.blocks)
 
     def is_allowed(self, block: int, path: Path) -> bool:
-        """Whether ``path`` is an allowed path of ``block`` (all product paths by default)."""
+        """Whether ``path`` is an allowed path of ``block`` after some previous path (all product paths by default)."""
         return True
 
-    def block_paths(self, block: int) -> list[Path]:
-        """Every allowed path of ``block``, in a fixed order."""
+    def continues(self, block: int, prev_key: Hashable, path: Path) -> bool:
+        """Whether ``path`` of ``block`` may follow a block-(k-1) path whose boundary key is ``prev_key``.
+
+        True by default: every path of a block follows every path of the block before. A space
+        whose block paths depend on the previous block's path (HyTra's official rule: a block
+        starts where the previous one ended or one scale coarser) overrides it; it must depend
+        on the previous path only through its :meth:`boundary_key`, because the costs and the
+        constrained search are kept per key.
+        """
+        return True
+
+    def block_paths(self, block: int, prev_path: Path | None = None) -> list[Path]:
+        """The allowed paths of ``block``, in a fixed order.
+
+        With ``prev_path`` (the path of block k-1), only those that may follow it; without,
+        every path the block may take after some previous path.
+        """
         spec = self.blocks[block]
         product = itertools.product(*(self.layer_choices(layer) for layer in spec.layers))
-        return [tuple(p) for p in product if self.is_allowed(block, tuple(p))]
+        return self.following(block, prev_path, [tuple(p) for p in product if self.is_allowed(block, tuple(p))])
+
+    def following(self, block: int, prev_path: Path | None, paths: list[Path]) -> list[Path]:
+        """The members of ``paths`` (of ``block``) that may follow ``prev_path`` (all of them when it is None)."""
+        if prev_path is None or block == 0:
+            return paths
+        key = self.boundary_key(block - 1, prev_path)
+        return [p for p in paths if self.continues(block, key, p)]
+
+    @property
+    def paths_follow_previous(self) -> bool:
+        """True when some path of a block cannot follow some path of the block before it."""
+        return any(count < len(self.block_paths(spec.index))
+                   for spec in self.blocks[1:] for count in self.path_counts(spec.index).values())
+
+    def prefixes(self, block: int) -> dict[Hashable, Arch]:
+        """One legal prefix (paths of blocks 0..block-1) for every boundary key ``block`` can follow.
+
+        ``{None: ()}`` for block 0. Costs and latencies of block ``block`` are measured once per
+        key, on the input such a prefix produces.
+        """
+        reps: dict[Hashable, Arch] = {None: ()}
+        for b in range(block):
+            nxt: dict[Hashable, Arch] = {}
+            for prefix in reps.values():
+                for path in self.block_paths(b, prefix[-1] if prefix else None):
+                    nxt.setdefault(self.boundary_key(b, path), prefix + (path,))
+            reps = nxt
+        return reps
+
+    def path_counts(self, block: int) -> dict[Hashable, int]:
+        """How many paths ``block`` has after a previous path with each boundary key.
+
+        Cached per space (a space does not change once built): fair sampling asks on every step.
+        """
+        cache = self.__dict__.setdefault("_path_counts", {})
+        if block not in cache:
+            cache[block] = {key: len(self.block_paths(block, prefix[-1] if prefix else None))
+                            for key, prefix in self.prefixes(block).items()}
+        return dict(cache[block])
 
     def is_product_block(self, block: int) -> bool:
         """True when every combination of the block's layer choices is an allowed path."""
         spec = self.blocks[block]
         full = math.prod(len(self.layer_choices(layer)) for layer in spec.layers)
-        return len(self.block_paths(block)) == full
+        return min(self.path_counts(block).values()) == full
 
     def num_architectures(self) -> int:
-        return math.prod(len(self.block_paths(b.index)) for b in self.blocks)
+        """Every legal chain of block paths, counted per boundary key (the product when paths never depend
+        on the previous block)."""
+        counts: dict[Hashable, int] = {None: 1}
+        reps: dict[Hashable, Path | None] = {None: None}
+        for spec in self.blocks:
+            nxt: dict[Hashable, int] = {}
+            nxt_reps: dict[Hashable, Path] = {}
+            for key, n in counts.items():
+                for path in self.block_paths(spec.index, reps[key]):
+                    new_key = self.boundary_key(spec.index, path)
+                    nxt[new_key] = nxt.get(new_key, 0) + n
+                    nxt_reps.setdefault(new_key, path)
+            counts, reps = nxt, nxt_reps
+        return sum(counts.values())
 
     def max_fair_k(self, block: int) -> int:
         """The path count of one fair draw: the fewest candidates of any layer of the block."""
@@ -148,14 +215,15 @@ class SearchSpace(ABC):
 
     # ----------------------------------------------------------------- sampling
     def sample_paths(
-        self, block: int, k: int, mode: str, generator: torch.Generator
+        self, block: int, k: int, mode: str, generator: torch.Generator, prev_path: Path | None = None
     ) -> list[Path]:
         """Draw the ``k`` paths of one training step.
 
         ``fair``: each layer takes a random permutation of its candidates and path i takes
         the i-th entry of every permutation, so with k = the candidate count each candidate
         of each layer is used exactly once per step (as in the official NATS/MBConv runs).
-        ``uniform``: k distinct paths drawn uniformly from the allowed paths of the block.
+        ``uniform``: k distinct paths drawn uniformly from the allowed paths of the block
+        (those that may follow ``prev_path``, the previous block's path, where that matters).
         """
         if mode == "fair":
             if not self.is_product_block(block):
@@ -176,10 +244,12 @@ class SearchSpace(ABC):
                 columns.append([choices[i] for i in order[:k]])
             return [tuple(col[i] for col in columns) for i in range(k)]
         if mode == "uniform":
-            paths = self.block_paths(block)
+            paths = self.block_paths(block, prev_path)
             if k > len(paths):
+                after = f" after {self.format_path(prev_path)}" if prev_path is not None and block else ""
                 raise BossNASError(
-                    f"train.paths_per_step={k} is larger than the {len(paths)} paths of block {block}"
+                    f"train.paths_per_step={k} is larger than the {len(paths)} paths of block {block}{after}; "
+                    f"expected 1..{len(paths)}"
                 )
             order = torch.randperm(len(paths), generator=generator)[:k].tolist()
             return [paths[i] for i in order]
@@ -239,6 +309,11 @@ class SearchSpace(ABC):
                 raise BossNASError(
                     f"'{self.format_path(path)}' is not an allowed path of block {spec.index} "
                     f"of '{self.name}' in architecture '{text}'"
+                )
+            if arch and not self.continues(spec.index, self.boundary_key(spec.index - 1, arch[-1]), path):
+                raise BossNASError(
+                    f"'{self.format_path(path)}' (block {spec.index}) cannot follow '{self.format_path(arch[-1])}' "
+                    f"(block {spec.index - 1}) in '{self.name}' architecture '{text}'"
                 )
             arch.append(path)
         return tuple(arch)

@@ -21,18 +21,27 @@ The fabric (why paths look the way they do):
 
 - resolution never increases; inside a block a layer keeps the previous layer's scale or
   moves one scale coarser (the searchable down-sampling positions, one stride-2 step a
-  layer, as the official supernet); the first layer of a block may move several scales at
-  once from the block's input (an average pool, then the op's stride-2 step), like the
-  official stem down-samplers;
-- per-block start / end scales: block 0 starts anywhere and ends at @14 or finer, block 1
-  starts at @14 or @7, blocks 2 and 3 stay at @7. The official code restricts the start
-  scale of block k to "no finer than where block k-1 ended" at search time (its
-  ``stage_depths`` are rewritten from the previous best path). Our blocks are rated and
-  priced without knowing the previous path, so every path of block k must be a legal
-  continuation of every path of block k-1: block k's end is capped by block k+1's start.
-  These caps are the ones that hold BossNet-T0, and along T0 they give exactly the lists
-  the official search rated for blocks 1-3 (80, 16 and 16 paths). Paths per block:
-  43 / 80 / 16 / 16 (``block_paths``), 880,640 architectures.
+  layer, as the official supernet);
+- ``paths=official`` (default), the official search's restricted lists: block 0 starts at
+  @56 or @28; a later block starts where the previous block's path ended or one scale
+  coarser (``continues``), so block k's paths depend on block k-1's path: 51 / 99 / 80 / 16
+  paths after an end at @56 (or the stem) / @28 / @14 / @7. The trainer trains and rates
+  block k after the best path of block k-1 is fixed, on ``block_paths(k, prev_path)``;
+  1,703,991 architectures;
+- ``paths=static``: fixed per-block start / end scales (``BLOCK_RULES``), block 0 starts
+  anywhere and ends at @14 or finer, block 1 starts at @14 or @7, blocks 2 and 3 stay at @7,
+  so every path of block k follows every path of block k-1 and ratings need no previous
+  path: 43 / 80 / 16 / 16 paths, 880,640 architectures. The first layer of a block may move
+  several scales at once from the block's input (an average pool, then the op's stride-2
+  step).
+
+Two forms of the ops. The standalone (retrained) network, ``build_block`` /
+``build_standalone`` / ``create_model``, always has average-pool shortcuts (``avg_down``) and
+standard attention, as the official retraining code. The supernet (``search=True``) follows
+``search_shortcut`` (``official``: 3x3 stride-2 conv + BN + act when down-sampling, 1x1 conv
++ BN + act when only the width changes, a learned depthwise stem down-sampler into block 0;
+``standalone``: the standalone form) and ``attention`` (``standard`` or the official search
+op ``official-search``). docs/spaces.md and docs/method.md say why.
 
 Weight sharing: one op per (layer, op, scale). Its input side (first 1x1 conv, position
 conv, first BN, shortcut) is kept per input route (same scale, one scale finer, the stem,
@@ -57,7 +66,16 @@ import torch
 from torch import nn
 
 from bossnas.errors import BossNASError
-from bossnas.layers.ops import ResAtt, ResConv, activation, make_divisible, pool_down
+from bossnas.layers.ops import (
+    ATTENTION_FORMS,
+    BOTTLENECK_EXPANSION,
+    ResAtt,
+    ResConv,
+    activation,
+    conv_shortcut,
+    make_divisible,
+    pool_down,
+)
 from bossnas.models import ModelSpec, register_model
 from bossnas.spaces import register_space
 from bossnas.spaces.base import Arch, BlockSpec, Path, SearchSpace, SupernetBackbone
@@ -72,8 +90,14 @@ STEM_WIDTH = 64
 ATTENTION_LEVELS: frozenset[int] = frozenset({2, 3})
 LAYERS_PER_BLOCK = 4
 NUM_BLOCKS = 4
-#: (finest start level, coarsest end level) of each block; see the module docstring
+#: ``paths=static``: (finest start level, coarsest end level) of each block; see the module docstring
 BLOCK_RULES: tuple[tuple[int, int], ...] = ((0, 2), (2, 3), (3, 3), (3, 3))
+#: ``paths``: ``official`` (the official search's restricted lists: a block starts at the previous
+#: block's end scale or one coarser, block 0 at most one step below the stem) or ``static``
+PATH_RULES = ("official", "static")
+#: ``search_shortcut``: the supernet's shortcuts, ``official`` (conv_shortcut, a learned stem
+#: down-sampler) or ``standalone`` (the standalone network's own, average pool + 1x1 + BN)
+SEARCH_SHORTCUTS = ("official", "standalone")
 #: inputs smaller than this get the stride-1 stem
 SMALL_INPUT = 128
 STEMS = ("auto", "imagenet", "small")
@@ -132,8 +156,32 @@ class SmallStem(nn.Sequential):
         super().__init__(nn.Conv2d(c_in, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), activation(act))
 
 
+class StemDown(nn.Module):
+    """The official search supernet's way from the stem into block 0's first op.
+
+    A learned depthwise conv with kernel = stride = the scale step (1, 2, 4 or 8), a 1x1 conv
+    to the op's bottleneck width, BN. Sides that are not a multiple of the stride are
+    zero-padded at the bottom / right first, so the output side is ceil(n / stride) like every
+    other route's (at 224 px nothing is padded).
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        self.depthwise = nn.Conv2d(c_in, c_in, stride, stride=stride, groups=c_in, bias=False)
+        self.conv = nn.Conv2d(c_in, c_out, 1, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad_h, pad_w = -x.shape[-2] % self.stride, -x.shape[-1] % self.stride
+        if pad_h or pad_w:
+            x = nn.functional.pad(x, (0, pad_w, 0, pad_h))
+        return self.bn(self.conv(self.depthwise(x)))
+
+
 class FabricLayer(nn.Module):
-    """One fabric layer: an optional average pool (multi-scale jumps at block starts), then the op."""
+    """One fabric layer: an optional down-sampler (average pool for multi-scale jumps at block
+    starts, or the search supernet's StemDown), then the op."""
 
     def __init__(self, pool: nn.Module, op: nn.Module):
         super().__init__()
@@ -167,7 +215,7 @@ class HyTraSupernet(SupernetBackbone):
             routes = nn.ModuleDict()
             bodies: dict[HyTraChoice, nn.Module] = {}
             for src, choice in space.routes(layer):
-                module = space.build_layer(layer, choice, src)
+                module = space.build_layer(layer, choice, src, search=True)
                 owner = bodies.setdefault(choice, module.op)
                 if owner is not module.op:
                     for name in type(owner).body:
@@ -196,7 +244,9 @@ class HyTraSupernet(SupernetBackbone):
         return x
 
     def materialize_block(self, block: int, path: Path, prev_path: Path | None) -> nn.Module:
-        module = self.space.build_block(block, path, prev_path)
+        """A plain copy of this path, in the supernet's (search-time) form: with ``search_shortcut=official``
+        or ``attention=official-search`` it is not the standalone network's form."""
+        module = self.space.build_block(block, path, prev_path, search=True)
         parts = list(module)
         if block == 0:
             parts.pop(0).load_state_dict(self.stem.state_dict())
@@ -217,8 +267,15 @@ class HyTraSpace(SearchSpace):
 
     def __init__(self, in_channels: int = 3, image_size: int | None = None, num_classes: int = 10,
                  width_mult: float = 1.0, act: str = "relu", se: bool = False, avg_down: bool = True,
-                 last_stride: int = 2, stem: str = "auto"):
+                 last_stride: int = 2, stem: str = "auto", paths: str = "official",
+                 search_shortcut: str = "official", attention: str = "standard"):
         super().__init__(in_channels, image_size, num_classes)
+        for key, value, allowed in (("paths", paths, PATH_RULES), ("search_shortcut", search_shortcut, SEARCH_SHORTCUTS),
+                                    ("attention", attention, ATTENTION_FORMS)):
+            if value not in allowed:
+                raise BossNASError(f"hytra {key} must be one of {', '.join(allowed)}, got {value!r}; "
+                                   f"set model.space_options.{key}={allowed[0]} (the default) or another of those")
+        self.paths, self.search_shortcut, self.attention = paths, search_shortcut, attention
         if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or not 0 < width_mult <= 4:
             raise BossNASError(f"hytra width_mult must be a number in (0, 4], got {width_mult!r}")
         if act not in ("relu", "silu"):
@@ -267,7 +324,10 @@ class HyTraSpace(SearchSpace):
         for i, choice in enumerate(path):
             if choice not in CHOICES:
                 return f"'{choice}' at layer {first_layer + i} is not a hytra choice"
-        start, end = BLOCK_RULES[block]
+        if self.paths == "official" and block == 0 and path[0].level > 1:
+            return (f"block 0 must start at scale @56 or @28, at most one step below the stem "
+                    f"(layer {first_layer} is {path[0]})")
+        start, end = BLOCK_RULES[block] if self.paths == "static" else (0, len(REFERENCE_SIDES) - 1)
         if path[0].level < start:
             allowed = " or ".join(f"@{REFERENCE_SIDES[lv]}" for lv in range(start, len(REFERENCE_SIDES)))
             return f"block {block} must start at scale {allowed} (layer {first_layer} is {path[0]})"
@@ -288,12 +348,26 @@ class HyTraSpace(SearchSpace):
     def is_allowed(self, block: int, path: Path) -> bool:
         return self.path_problem(block, path) is None
 
+    def continues(self, block: int, prev_key: Hashable, path: Path) -> bool:
+        """``paths=official``: a block starts at the scale the previous block ended at (``prev_key``,
+        its level) or one scale coarser. ``static``: every path may follow every previous one."""
+        return self.paths == "static" or path[0].level - prev_key in (0, 1)
+
+    def chain_problem(self, block: int, prev_path: Path, path: Path) -> str | None:
+        """Why ``path`` of ``block`` cannot follow ``prev_path`` of the block before (one line), or None."""
+        if self.continues(block, prev_path[-1].level, path):
+            return None
+        end = prev_path[-1].level
+        allowed = " or ".join(f"@{REFERENCE_SIDES[lv]}" for lv in (end, end + 1) if lv < len(REFERENCE_SIDES))
+        return (f"block {block} must start at scale {allowed}, where block {block - 1} ended ({prev_path[-1]}) "
+                f"or one scale coarser (layer {self.blocks[block].layers[0] + 1} is {path[0]})")
+
     def _enumerate(self, block: int) -> list[Path]:
         product = itertools.product(CHOICES, repeat=LAYERS_PER_BLOCK)
         return [tuple(p) for p in product if self.is_allowed(block, tuple(p))]
 
-    def block_paths(self, block: int) -> list[Path]:
-        return list(self._paths[block])
+    def block_paths(self, block: int, prev_path: Path | None = None) -> list[Path]:
+        return self.following(block, prev_path, list(self._paths[block]))
 
     def routes(self, layer: int) -> list[tuple[int, HyTraChoice]]:
         """The (input level, choice) pairs some allowed architecture uses at ``layer``."""
@@ -305,7 +379,7 @@ class HyTraSpace(SearchSpace):
             elif block == 0:
                 sources = {0}
             else:
-                sources = {p[-1].level for p in self._paths[block - 1]}
+                sources = {p[-1].level for p in self._paths[block - 1] if self.continues(block, p[-1].level, path)}
             found |= {(src, path[pos]) for src in sources}
         return sorted(found)
 
@@ -336,14 +410,17 @@ class HyTraSpace(SearchSpace):
 
     def _check_chunks(self, text: str, parts: list[str], blocks: tuple[BlockSpec, ...]) -> None:
         """Raise the specific reason when a well-formed string holds a path the fabric forbids."""
-        start = 0
+        start, prev = 0, None
         for spec in blocks:
             chunk = parts[start : start + len(spec.layers)]
             start += len(spec.layers)
             path = tuple(self.parse_choice(layer, p.strip()) for layer, p in zip(spec.layers, chunk))
             problem = self.path_problem(spec.index, path)
+            if problem is None and prev is not None:
+                problem = self.chain_problem(spec.index, prev, path)
             if problem:
                 raise BossNASError(f"architecture '{text}' is not in 'hytra': {problem}")
+            prev = path
 
     def parse_arch(self, text: str) -> Arch:
         if isinstance(text, str) and len(text.strip().split(self.separator)) == self.num_layers:
@@ -361,22 +438,37 @@ class HyTraSpace(SearchSpace):
         stem = ImageNetStem if self.stem_kind == "imagenet" else SmallStem
         return stem(self.in_channels, self.stem_width, self.act)
 
-    def build_op(self, op: str, c_in: int, c_out: int, stride: int) -> nn.Module:
+    def build_op(self, op: str, c_in: int, c_out: int, stride: int, search: bool = False) -> nn.Module:
+        """One op; ``search``: in the supernet's form (``search_shortcut``, ``attention``), else the standalone one."""
+        official = search and self.search_shortcut == "official"
+        shortcut = conv_shortcut(c_in, c_out, stride, self.act) if official else None
         if op == "ResConv":
-            return ResConv(c_in, c_out, stride, act=self.act, se=self.se, avg_down=self.avg_down)
-        return ResAtt(c_in, c_out, stride, act=self.act, avg_down=self.avg_down)
+            return ResConv(c_in, c_out, stride, act=self.act, se=self.se, avg_down=self.avg_down, shortcut=shortcut)
+        return ResAtt(c_in, c_out, stride, act=self.act, avg_down=self.avg_down, shortcut=shortcut,
+                      attention=self.attention if search else "standard")
 
-    def build_layer(self, layer: int, choice: HyTraChoice, src: int) -> FabricLayer:
-        """Layer ``layer`` running ``choice`` on an input at level ``src`` (the stem for layer 0)."""
-        c_in = self.stem_width if layer == 0 else self.channels[src]
+    def build_layer(self, layer: int, choice: HyTraChoice, src: int, search: bool = False) -> FabricLayer:
+        """Layer ``layer`` running ``choice`` on an input at level ``src`` (the stem for layer 0).
+
+        ``search``: the supernet's form. With ``search_shortcut=official`` the first layer takes
+        the stem through a StemDown to its bottleneck width and runs at stride 1, as the
+        official supernet; elsewhere a step of several scales is an average pool, then the
+        op's stride-2 step.
+        """
         factor = self.level_strides[choice.level] // self.level_strides[src]
-        op = self.build_op(choice.op, c_in, self.channels[choice.level], min(factor, 2))
+        c_out = self.channels[choice.level]
+        if layer == 0 and search and self.search_shortcut == "official":
+            mid = max(1, c_out // BOTTLENECK_EXPANSION)
+            return FabricLayer(StemDown(self.stem_width, mid, factor), self.build_op(choice.op, mid, c_out, 1, search))
+        c_in = self.stem_width if layer == 0 else self.channels[src]
+        op = self.build_op(choice.op, c_in, c_out, min(factor, 2), search)
         return FabricLayer(pool_down(max(1, factor // 2)), op)
 
     def build_supernet(self) -> HyTraSupernet:
         return HyTraSupernet(self)
 
-    def build_block(self, block: int, path: Path, prev_path: Path | None) -> nn.Sequential:
+    def build_block(self, block: int, path: Path, prev_path: Path | None, search: bool = False) -> nn.Sequential:
+        """The standalone block (the retrained network's form); ``search=True``: the supernet's form."""
         modules: list[nn.Module] = []
         if block == 0:
             modules.append(self.build_stem())
@@ -386,7 +478,7 @@ class HyTraSpace(SearchSpace):
                 raise ValueError(f"block {block} needs the previous block's path")
             src = prev_path[-1].level
         for layer, choice in zip(self.blocks[block].layers, path):
-            modules.append(self.build_layer(layer, choice, src))
+            modules.append(self.build_layer(layer, choice, src, search))
             src = choice.level
         return nn.Sequential(*modules)
 

@@ -109,8 +109,10 @@ def validate(config: RunConfig, space: SearchSpace, data: SplitData, world: int 
     """
     sampling = config.train.sampling or space.default_sampling
     for spec in space.blocks:
-        k = config.train.paths_per_step or default_k(space, spec.index, sampling)
-        limit = space.max_fair_k(spec.index) if sampling == "fair" else len(space.block_paths(spec.index))
+        # block k's paths are known once block k-1's best path is: K must fit the fewest it can have
+        fewest = min(space.path_counts(spec.index).values())
+        k = config.train.paths_per_step or min(4, fewest)
+        limit = space.max_fair_k(spec.index) if sampling == "fair" else fewest
         if sampling == "fair" and not space.is_product_block(spec.index):
             raise BossNASError(f"train.sampling=fair needs a product block; block {spec.index} of '{space.name}' is restricted: use uniform")
         if k > limit:
@@ -160,10 +162,11 @@ def check_budget(config: RunConfig, space: SearchSpace) -> None:
             )
 
 
-def default_k(space: SearchSpace, block: int, sampling: str) -> int:
+def default_k(space: SearchSpace, block: int, sampling: str, prev_path: Path | None = None) -> int:
+    """K when train.paths_per_step is not set: a fair draw's size, or 4 (the official HyTra runs)."""
     if sampling == "fair":
         return space.max_fair_k(block)
-    return min(4, len(space.block_paths(block)))
+    return min(4, len(space.block_paths(block, prev_path)))
 
 
 class BlockwiseSearch:
@@ -386,7 +389,9 @@ class BlockwiseSearch:
 
     def train_block(self, block: int) -> None:
         cfg, space, seed = self.config.train, self.space, self.config.seed
-        k = cfg.paths_per_step or default_k(space, block, self.sampling)
+        best = self.best_paths()
+        prev = best[-1] if best else None  # block k's paths may depend on block k-1's best (HyTra)
+        k = cfg.paths_per_step or default_k(space, block, self.sampling, prev)
         n_batches = len(epoch_batches(len(self.data.train), cfg.batch_size, seed, block, 0))
         opt_steps_per_epoch = n_batches // cfg.accumulate
         total = cfg.epochs * opt_steps_per_epoch
@@ -399,9 +404,9 @@ class BlockwiseSearch:
             self.optimizer.load_state_dict(self._pending_optimizer)
             self._pending_optimizer = None
         target_params, online_params = self.model.ema_pairs(block)
-        best = self.best_paths()
+        after = f" after {space.format_path(prev)}" if prev is not None and space.paths_follow_previous else ""
         self.console.print(
-            f"[bold]block {block}[/] ({len(space.block_paths(block))} paths): training {cfg.epochs} epoch(s) x "
+            f"[bold]block {block}[/] ({len(space.block_paths(block, prev))} paths{after}): training {cfg.epochs} epoch(s) x "
             f"{n_batches} steps, K={k} {self.sampling} paths, batch {cfg.batch_size}"
             + (f" ({cfg.batch_size // self.world} on each of {self.world} processes)" if self.world > 1 else "")
         )
@@ -419,7 +424,7 @@ class BlockwiseSearch:
             try:
                 for step, (images, _) in enumerate(self._batches(batches[first:usable]), start=first):
                     # the paths are the same on every process; the augmentation is each process's own
-                    paths = space.sample_paths(block, k, self.sampling, seeded_generator(seed, block, epoch, step))
+                    paths = space.sample_paths(block, k, self.sampling, seeded_generator(seed, block, epoch, step), prev)
                     view_1, view_2 = self.augment(self._to_device(images),
                                                   seeded_generator(seed, block, epoch, step, AUGMENT_KEY, self.rank))
                     shuffle = None
@@ -532,9 +537,15 @@ class BlockwiseSearch:
             rate_feats = (prefix(views[0]), prefix(views[1]))
         return recal_feats, rate_feats
 
+    def block_paths(self, block: int) -> list[Path]:
+        """The paths block ``block`` trains and is rated on: those that may follow the best path
+        of the block before it (all of the block's paths in spaces where that does not matter)."""
+        best = self.best_paths()[:block]
+        return self.space.block_paths(block, best[-1] if block and best else None)
+
     def rate_and_fix(self, block: int) -> None:
         cfg = self.config
-        paths = self.space.block_paths(block)
+        paths = self.block_paths(block)
         start = time.perf_counter()
         recal_feats, rate_feats = self.rating_inputs(block)
         bar = Bar(self.console, f"block {block} rating", len(paths), "path", self.show_progress)
