@@ -184,11 +184,15 @@ def test_latency_command_and_search_under_latency(tmp_path, monkeypatch, capsys)
     limit = table.latency(space.parse_arch(unconstrained["arch"])) * 0.8
     code, out, err = run_cli(monkeypatch, capsys, "search", str(run), "--max-latency", f"{limit * 1e6:.1f}us")
     assert code == 0, err
-    record = json.loads((run / "best_arch.json").read_text())
+    # a budget other than the run's own writes its own record, named after the budget in ms
+    label = f"max_latency={float(f'{limit * 1e6:.1f}') / 1e3:g}ms"
+    written = run / f"best_arch-{label}.json"
+    assert json.loads((run / "best_arch.json").read_text()) == unconstrained
+    record = json.loads(written.read_text())
     assert record["latency_ms"] <= limit * 1e3 + 1e-6 and record["arch"] != unconstrained["arch"]
     assert record["rating"] >= unconstrained["rating"]
     assert record["constraints"]["max_latency_ms"] == pytest.approx(float(f"{limit * 1e6:.1f}") / 1e3)
-    assert "Latency (sum of the measured block table" in (run / "report.md").read_text()
+    assert "Latency (sum of the measured block table" in (run / f"report-{label}.md").read_text()
     code, _, err = run_cli(monkeypatch, capsys, "search", str(run), "--max-latency", "1us")
     assert code == 2 and "smallest needs --max-latency" in err
     code, _, err = run_cli(monkeypatch, capsys, "search", str(run), "--max-latency", "3")

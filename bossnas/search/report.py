@@ -147,10 +147,12 @@ def run_space(config: RunConfig, ckpt: dict) -> SearchSpace:
 
 
 def _budget_label(max_flops: float | None, max_params: float | None, max_latency: float | None = None) -> str:
-    """'max_flops=30000000' / 'max_flops=3e7-max_params=500000' / 'max_latency=0.003': the budget, in a file name."""
-    parts = [(k, v) for k, v in (("max_flops", max_flops), ("max_params", max_params), ("max_latency", max_latency))
+    """'max_flops=30000000' / 'max_flops=3e7-max_params=500000' / 'max_latency=3ms': the budget, in a file name."""
+    parts = [f"{k}={int(v) if float(v).is_integer() else v}" for k, v in (("max_flops", max_flops), ("max_params", max_params))
              if v is not None]
-    return "-".join(f"{k}={int(v) if float(v).is_integer() else v}" for k, v in parts)
+    # seconds would read 'max_latency=0.00097'; milliseconds is how budgets are given
+    parts += [] if max_latency is None else [f"max_latency={max_latency * 1e3:g}ms"]
+    return "-".join(parts)
 
 
 @dataclass(frozen=True)
