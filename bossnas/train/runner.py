@@ -25,7 +25,7 @@ import torch
 from rich.console import Console
 
 from bossnas import distributed as dist
-from bossnas.config import RunConfig, config_from_dict
+from bossnas.config import RunConfig, config_from_dict, resolve_run_config
 from bossnas.data.augment import build_augment
 from bossnas.data.batches import epoch_batches, iterate, seeded_generator
 from bossnas.data.datasets import SplitData, limit_train, load_data
@@ -174,7 +174,7 @@ class BlockwiseSearch:
 
     def __init__(self, config: RunConfig, run_dir: str | FsPath | RunFolder, console: Console | None = None,
                  show_progress: bool = True, signals: StopSignals | None = None):
-        self.config = config
+        self.config = config = resolve_run_config(config)
         self.folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir, SEARCH)
         self.run_dir = self.folder.path
         self.device = dist.init_from_env(config.device)
@@ -216,6 +216,8 @@ class BlockwiseSearch:
         """
         folder = RunFolder(run_dir, SEARCH)
         dist.init_from_env(config.device)
+        # the space's defaults filled in first: config.yaml and the resume check see what trains
+        config = resolve_run_config(config)
 
         def prepare() -> dict | None:
             saved = folder.prepare(resume, force)
@@ -339,6 +341,13 @@ class BlockwiseSearch:
             exc.rank_local = True  # type: ignore[attr-defined]
             raise
 
+    def _views(self, images: torch.Tensor, pairs: int, g: torch.Generator) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``pairs`` augmentation pairs of a batch, drawn one after the other from ``g`` (so
+        pair j is the same whatever the count, and one pair is the single-pair run's)."""
+        x = self._to_device(images)
+        drawn = [self.augment(x, g) for _ in range(pairs)]
+        return [v for v, _ in drawn], [v for _, v in drawn]
+
     def _checkpoint_note(self) -> str:
         if self._saved_at is None:
             return "no checkpoint was written"
@@ -391,7 +400,7 @@ class BlockwiseSearch:
         best = self.best_paths()
         self.console.print(
             f"[bold]block {block}[/] ({len(space.block_paths(block))} paths): training {cfg.epochs} epoch(s) x "
-            f"{n_batches} steps, K={k} {self.sampling} paths, batch {cfg.batch_size}"
+            f"{n_batches} steps, K={k} {self.sampling} paths, {min(k, cfg.augment_pairs)} augmentation pair(s), batch {cfg.batch_size}"
             + (f" ({cfg.batch_size // self.world} on each of {self.world} processes)" if self.world > 1 else "")
         )
         while self.state.epoch < cfg.epochs:
@@ -409,8 +418,8 @@ class BlockwiseSearch:
                 for step, (images, _) in enumerate(self._batches(batches[first:usable]), start=first):
                     # the paths are the same on every process; the augmentation is each process's own
                     paths = space.sample_paths(block, k, self.sampling, seeded_generator(seed, block, epoch, step))
-                    view_1, view_2 = self.augment(self._to_device(images),
-                                                  seeded_generator(seed, block, epoch, step, AUGMENT_KEY, self.rank))
+                    view_1, view_2 = self._views(images, min(k, cfg.augment_pairs),
+                                                 seeded_generator(seed, block, epoch, step, AUGMENT_KEY, self.rank))
                     shuffle = None
                     if self.world > 1:
                         g_shuffle = seeded_generator(seed, block, epoch, step, SHUFFLE_KEY)
