@@ -25,9 +25,17 @@ import yaml
 from bossnas.errors import BossNASError, closest
 
 #: the augmentations both commands accept (the search draws two views of each, the
-#: retraining one): "small" pad-crop + flip (+ colour jitter in the search's ``imagenet``),
-#: "small-noflip" the same without the flip (digits), "imagenet" resized crop + flip, "none"
+#: retraining one): "small" pad-crop + flip, "small-noflip" the same without the flip
+#: (digits), "imagenet" resized crop + flip (+ colour jitter and random grey in the search),
+#: "none"
 AUGMENTS = ("small", "small-noflip", "imagenet", "none")
+#: the search's two-view BYOL augmentations (resized crop, flip, colour jitter, grey, blur,
+#: solarisation): "byol" with BYOL's asymmetric views, "byol-bossnas" as the official
+#: BossNAS configs pair them (see bossnas/data/augment.py); not for supervised retraining
+SEARCH_AUGMENTS = (*AUGMENTS, "byol", "byol-bossnas")
+#: images of this side and more are ImageNet-style: the automatic augmentation of both
+#: commands switches there (search: byol-bossnas, retraining: imagenet)
+IMAGENET_STYLE_SIDE = 64
 
 
 @dataclass
@@ -47,9 +55,11 @@ class DataConfig:
     train_images: int | None = None
     #: worker processes decoding image folders (0: in the main process)
     workers: int = 0
-    #: small | small-noflip | imagenet | none (see AUGMENTS); None: automatic (retrain only:
-    #: small-noflip for digits, imagenet for images of 64 px and more, small otherwise)
-    augment: str | None = "small"
+    #: small | small-noflip | imagenet | none (see AUGMENTS), search also byol | byol-bossnas;
+    #: None: automatic, decided from the data when the run starts and written to config.yaml
+    #: (search: byol-bossnas for images of 64 px and more, as the official ImageNet searches,
+    #: small otherwise; retraining: small-noflip for digits, imagenet from 64 px, small otherwise)
+    augment: str | None = None
 
 
 @dataclass
@@ -196,7 +206,7 @@ _CHECKS: Checks = {
     "data.image_size": (lambda v: v is None or v >= 4, "an integer >= 4"),
     "data.train_images": (lambda v: v is None or v >= 2, "an integer >= 2"),
     "data.workers": (lambda v: v >= 0, "an integer >= 0"),
-    "data.augment": (lambda v: v is None or v in AUGMENTS, ", ".join(AUGMENTS)),
+    "data.augment": (lambda v: v is None or v in SEARCH_AUGMENTS, ", ".join(SEARCH_AUGMENTS)),
     "model.hidden_dim": (lambda v: v >= 1, "an integer >= 1"),
     "model.proj_dim": (lambda v: v >= 1, "an integer >= 1"),
     "model.adapter_width": (lambda v: v is None or v >= 1, "an integer >= 1"),
@@ -244,6 +254,12 @@ def resolve_run_config(config: RunConfig) -> RunConfig:
     return resolved
 
 
+def search_augment_for(image_size: int) -> str:
+    """The search's automatic ``data.augment``: the official ImageNet searches' BYOL pipeline
+    for ImageNet-style images, the official NATS (CIFAR) pipeline below that."""
+    return "byol-bossnas" if image_size >= IMAGENET_STYLE_SIDE else "small"
+
+
 @dataclass
 class RetrainModelConfig:
     #: a registered model name (bossnet-t0) or space/arch (nats-sss/64:40:48:64:56)
@@ -287,6 +303,8 @@ RETRAIN_CHECKS: Checks = {**_CHECKS, **{
     "train.label_smoothing": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "train.ema_decay": (lambda v: v is None or 0 <= v < 1, "a number in [0, 1) (0: no EMA)"),
     "train.eval_every": (lambda v: v >= 0, "an integer >= 0"),
+    "data.augment": (lambda v: v is None or v in AUGMENTS,
+                     ", ".join(AUGMENTS) + " (byol and byol-bossnas are two-view search augmentations)"),
     "model.name": (lambda v: bool(v), "a model name or an architecture"),
 }}
 

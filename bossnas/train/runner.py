@@ -25,7 +25,7 @@ import torch
 from rich.console import Console
 
 from bossnas import distributed as dist
-from bossnas.config import RunConfig, config_from_dict, resolve_run_config
+from bossnas.config import RunConfig, config_from_dict, resolve_run_config, search_augment_for
 from bossnas.data.augment import build_augment
 from bossnas.data.batches import epoch_batches, iterate, seeded_generator
 from bossnas.data.datasets import SplitData, limit_train, load_data
@@ -184,6 +184,8 @@ class BlockwiseSearch:
         self.show_progress = show_progress and self.is_main
         self.autocast = autocast_factory(config.train.amp, self.device)
         self.data = prepare_data(config)
+        if config.data.augment is None:  # decided by the data; config.yaml records the decision
+            config.data.augment = search_augment_for(self.data.image_size)
         self.space = build_space(config, self.data)
         validate(config, self.space, self.data, self.world)
         dist.on_main(lambda: check_budget(config, self.space))
@@ -216,21 +218,16 @@ class BlockwiseSearch:
         """
         folder = RunFolder(run_dir, SEARCH)
         dist.init_from_env(config.device)
-        # the space's defaults filled in first: config.yaml and the resume check see what trains
-        config = resolve_run_config(config)
-
-        def prepare() -> dict | None:
-            saved = folder.prepare(resume, force)
-            if saved is not None:
-                check_compatible(saved, config, folder.checkpoint)
-            return saved
-
         # rank 0 checks the folder and reads the checkpoint, and hands it to the others: no
         # shared file system needed
-        saved = dist.on_main(prepare)
+        saved = dist.on_main(lambda: folder.prepare(resume, force))
         try:
             search = cls(config, folder, console, show_progress, signals)
+            # the config with its automatic values decided (space and data defaults): what
+            # trains, what config.yaml records and what a resumed checkpoint must match
+            config = search.config
             if saved is not None:
+                dist.on_main(lambda: check_compatible(saved, config, folder.checkpoint))
                 search.load_state(saved)
                 dist.on_main(lambda: folder.resumed(config.to_dict()))
                 search.console.print(f"resuming '{folder.path}' at {search._position()}")
