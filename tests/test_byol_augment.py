@@ -8,7 +8,13 @@ import torch
 
 import bossnas.data.augment as augment
 from bossnas.config import RetrainConfig, build_config, load_config, search_augment_for
-from bossnas.data.augment import BYOLAugment, build_augment, byol_colour_jitter, gaussian_blur, solarize
+from bossnas.data.augment import (
+    BYOLAugment,
+    build_augment,
+    byol_colour_jitter,
+    gaussian_blur,
+    solarize,
+)
 from bossnas.errors import BossNASError
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)

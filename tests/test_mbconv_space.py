@@ -150,8 +150,8 @@ def test_official_shortcuts_add_exactly_their_conv_and_bn_params():
     per_layer = [c_in * c_out + 2 * c_out for c_in, c_out in WIDENING]  # 1x1 conv + BN scale and shift
     assert sum(per_layer) == 97_984
     for arch in sample_archs(official, 3):
-        count = lambda s: sum(p.numel() for p in s.build_standalone(arch).parameters())  # noqa: E731
-        assert count(official) - count(none) == 97_984
+        counts = [sum(p.numel() for p in s.build_standalone(arch).parameters()) for s in (official, none)]
+        assert counts[0] - counts[1] == 97_984
     # the supernet holds one shortcut per searchable layer, shared by its four candidates
     sizes = [sum(p.numel() for p in s.build_supernet().parameters()) for s in (official, none)]
     assert sizes[0] - sizes[1] == sum(per_layer[:-1]) == 35_904
