@@ -178,3 +178,20 @@ def test_run_records_resolved_pairs_draws_them_and_refuses_other_on_resume(tmp_p
         BlockwiseSearch.open(other, tmp_path / "r", resume=True)
     resumed = BlockwiseSearch.open(config, tmp_path / "r", resume=True, show_progress=False)
     assert resumed.config.train.augment_pairs == 4
+
+
+@pytest.mark.parametrize("pairs, k, expected", [("3", 8, 3), ("none", 8, 1), ("12", 8, 8)])
+def test_runner_hands_each_step_min_of_k_and_p_pairs(tmp_path, monkeypatch, pairs, k, expected):
+    import bossnas.train.runner as runner
+
+    config = load_config("quickstart", TINY + [f"train.augment_pairs={pairs}", "train.epochs=1"])
+    search = BlockwiseSearch.open(config, tmp_path / "r", show_progress=False)
+    seen = []
+
+    def record(model, block, paths, view_1, view_2, *args, **kwargs):
+        seen.append((len(paths), len(view_1), len(view_2)))
+        return torch.zeros(())
+
+    monkeypatch.setattr(runner, "bossnas_step", record)
+    search.train_block(0)
+    assert seen and all(s == (k, expected, expected) for s in seen)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from bossnas.config import RunConfig
 from bossnas.spaces import space_class
+from bossnas.train.runner import default_k  # the runner's own rule for K
 
 #: training images of each data set as the search splits it (digits: 80% of the 1,797 kept
 #: for training; imagefolder: ImageNet-1k's train split, what the ImageNet presets point at)
@@ -46,8 +47,6 @@ def _count(n: float) -> str:
 
 def search_cost(config: RunConfig) -> SearchCost:
     """The counts of a search with ``config`` on its data set's nominal training split."""
-    from bossnas.train.runner import default_k  # the runner's own rule for K
-
     cls = space_class(config.space)
     space = cls(in_channels=3, image_size=config.data.image_size, num_classes=10, **config.model.space_options)
     images = NOMINAL_TRAIN_IMAGES[config.data.name]
