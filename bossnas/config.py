@@ -6,6 +6,7 @@ one-line :class:`BossNASError` that names the key and what it accepts.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -24,9 +25,17 @@ import yaml
 from bossnas.errors import BossNASError, closest
 
 #: the augmentations both commands accept (the search draws two views of each, the
-#: retraining one): "small" pad-crop + flip (+ colour jitter in the search's ``imagenet``),
-#: "small-noflip" the same without the flip (digits), "imagenet" resized crop + flip, "none"
+#: retraining one): "small" pad-crop + flip, "small-noflip" the same without the flip
+#: (digits), "imagenet" resized crop + flip (+ colour jitter and random grey in the search),
+#: "none"
 AUGMENTS = ("small", "small-noflip", "imagenet", "none")
+#: the search's two-view BYOL augmentations (resized crop, flip, colour jitter, grey, blur,
+#: solarisation): "byol" with BYOL's asymmetric views, "byol-bossnas" as the official
+#: BossNAS configs pair them (see bossnas/data/augment.py); not for supervised retraining
+SEARCH_AUGMENTS = (*AUGMENTS, "byol", "byol-bossnas")
+#: images of this side and more are ImageNet-style: the automatic augmentation of both
+#: commands switches there (search: byol-bossnas, retraining: imagenet)
+IMAGENET_STYLE_SIDE = 64
 
 
 @dataclass
@@ -46,9 +55,11 @@ class DataConfig:
     train_images: int | None = None
     #: worker processes decoding image folders (0: in the main process)
     workers: int = 0
-    #: small | small-noflip | imagenet | none (see AUGMENTS); None: automatic (retrain only:
-    #: small-noflip for digits, imagenet for images of 64 px and more, small otherwise)
-    augment: str | None = "small"
+    #: small | small-noflip | imagenet | none (see AUGMENTS), search also byol | byol-bossnas;
+    #: None: automatic, decided from the data when the run starts and written to config.yaml
+    #: (search: byol-bossnas for images of 64 px and more, as the official ImageNet searches,
+    #: small otherwise; retraining: small-noflip for digits, imagenet from 64 px, small otherwise)
+    augment: str | None = None
 
 
 @dataclass
@@ -86,6 +97,9 @@ class TrainConfig(TrainBase):
     paths_per_step: int | None = None
     #: fair | uniform (None: the space's default)
     sampling: str | None = None
+    #: P, augmentation pairs drawn per batch; path i of the K paths uses pair i mod P (None:
+    #: the published method's, resolved when the run starts: 4 for hytra and mbconv, else 1)
+    augment_pairs: int | None = None
     #: ensemble bootstrapping (True) or a plain per-path BYOL target (False, an ablation)
     ensemble: bool = True
     lr: float = 0.05
@@ -131,6 +145,9 @@ class ConfigBase:
 
     #: dotted keys (or whole sections) that do not change the trained weights
     UNTRAINED: typing.ClassVar[tuple[str, ...]] = ()
+    #: keys added after runs were already written -> the value that trains as those runs did;
+    #: at that value a key is left out of the training view, so their fingerprints still match
+    ADDED: typing.ClassVar[dict[str, Any]] = {}
     #: value checks of this command's keys
     CHECKS: typing.ClassVar[Checks] = {}
     #: how messages call a key ("config key", "retrain key")
@@ -142,7 +159,8 @@ class ConfigBase:
     def training_view(self) -> dict:
         """The keys that change the trained weights: what a resumed run must share with its checkpoint."""
         d = self.to_dict()
-        for key in self.UNTRAINED:
+        dropped = list(self.UNTRAINED) + [key for key, old in self.ADDED.items() if _lookup(d, key) == old]
+        for key in dropped:
             *parents, last = key.split(".")
             section = d
             for part in parents:
@@ -161,12 +179,19 @@ class ConfigBase:
         return config
 
 
+def _lookup(tree: dict, key: str) -> Any:
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
+
+
 #: the value checks of the search's keys (the shared ones are the retraining's too)
 _CHECKS: Checks = {
     "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
     "train.batch_size": (lambda v: v >= 2, "an integer >= 2 (BatchNorm needs two samples)"),
     "train.paths_per_step": (lambda v: v is None or v >= 1, "an integer >= 1"),
     "train.sampling": (lambda v: v in (None, "fair", "uniform"), "fair or uniform"),
+    "train.augment_pairs": (lambda v: v is None or v >= 1, "an integer >= 1 (or none: the space's default)"),
     "train.optimizer": (lambda v: v in ("sgd", "lars"), "sgd or lars"),
     "train.lr": (lambda v: v > 0, "a number > 0"),
     "train.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
@@ -181,7 +206,7 @@ _CHECKS: Checks = {
     "data.image_size": (lambda v: v is None or v >= 4, "an integer >= 4"),
     "data.train_images": (lambda v: v is None or v >= 2, "an integer >= 2"),
     "data.workers": (lambda v: v >= 0, "an integer >= 0"),
-    "data.augment": (lambda v: v is None or v in AUGMENTS, ", ".join(AUGMENTS)),
+    "data.augment": (lambda v: v is None or v in SEARCH_AUGMENTS, ", ".join(SEARCH_AUGMENTS)),
     "model.hidden_dim": (lambda v: v >= 1, "an integer >= 1"),
     "model.proj_dim": (lambda v: v >= 1, "an integer >= 1"),
     "model.adapter_width": (lambda v: v is None or v >= 1, "an integer >= 1"),
@@ -211,6 +236,28 @@ class RunConfig(ConfigBase):
     UNTRAINED: typing.ClassVar[tuple[str, ...]] = ("device", "data.workers", "data.download", "train.checkpoint_every",
                                                    "train.checkpoint_minutes", "search")
     CHECKS: typing.ClassVar[Checks] = _CHECKS
+    #: one augmentation pair is how every run before train.augment_pairs trained
+    ADDED: typing.ClassVar[dict[str, Any]] = {"train.augment_pairs": 1}
+
+
+#: augmentation pairs per batch in the official search configs: the HyTra and MBConv ones
+#: load a MultiAugBYOLDataset with num_pairs=4; the NATS ones a BYOLDataset (one pair)
+OFFICIAL_AUGMENT_PAIRS: dict[str, int] = {"hytra": 4, "mbconv": 4}
+
+
+def resolve_run_config(config: RunConfig) -> RunConfig:
+    """A copy of ``config`` with the space-dependent defaults filled in (``train.augment_pairs``),
+    as the run records them in config.yaml and its checkpoints."""
+    resolved = copy.deepcopy(config)
+    if resolved.train.augment_pairs is None:
+        resolved.train.augment_pairs = OFFICIAL_AUGMENT_PAIRS.get(resolved.space, 1)
+    return resolved
+
+
+def search_augment_for(image_size: int) -> str:
+    """The search's automatic ``data.augment``: the official ImageNet searches' BYOL pipeline
+    for ImageNet-style images, the official NATS (CIFAR) pipeline below that."""
+    return "byol-bossnas" if image_size >= IMAGENET_STYLE_SIDE else "small"
 
 
 @dataclass
@@ -256,6 +303,8 @@ RETRAIN_CHECKS: Checks = {**_CHECKS, **{
     "train.label_smoothing": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "train.ema_decay": (lambda v: v is None or 0 <= v < 1, "a number in [0, 1) (0: no EMA)"),
     "train.eval_every": (lambda v: v >= 0, "an integer >= 0"),
+    "data.augment": (lambda v: v is None or v in AUGMENTS,
+                     ", ".join(AUGMENTS) + " (byol and byol-bossnas are two-view search augmentations)"),
     "model.name": (lambda v: bool(v), "a model name or an architecture"),
 }}
 

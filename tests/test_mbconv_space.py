@@ -134,6 +134,52 @@ def test_bad_options_are_one_line_errors():
         create_space("mbconv", width_mult="wide")
     with pytest.raises(BossNASError, match="stem must be one of"):
         create_space("mbconv", stem="tiny")
+    with pytest.raises(BossNASError, match="shortcut must be one of official, none, got 'avg'"):
+        create_space("mbconv", shortcut="avg")
+
+
+#: (c_in, c_out) of the layers that change width at width_mult 1: the first layer of each
+#: block and the fixed 320-channel layer of the head (from STAGES and the 16-channel stem)
+WIDENING = ((16, 24), (24, 40), (40, 80), (80, 112), (112, 192), (192, 320))
+
+
+def test_official_shortcuts_add_exactly_their_conv_and_bn_params():
+    official = create_space("mbconv", image_size=32, num_classes=5)
+    none = create_space("mbconv", image_size=32, num_classes=5, shortcut="none")
+    assert official.shortcut == "official"  # the default
+    per_layer = [c_in * c_out + 2 * c_out for c_in, c_out in WIDENING]  # 1x1 conv + BN scale and shift
+    assert sum(per_layer) == 97_984
+    for arch in sample_archs(official, 3):
+        counts = [sum(p.numel() for p in s.build_standalone(arch).parameters()) for s in (official, none)]
+        assert counts[0] - counts[1] == 97_984
+    # the supernet holds one shortcut per searchable layer, shared by its four candidates
+    sizes = [sum(p.numel() for p in s.build_supernet().parameters()) for s in (official, none)]
+    assert sizes[0] - sizes[1] == sum(per_layer[:-1]) == 35_904
+
+
+def test_shortcut_shapes_and_residual_at_odd_sides():
+    s = create_space("mbconv", image_size=33, num_classes=5, width_mult=0.25)
+    supernet = s.build_supernet().eval()
+    x = supernet.stem(torch.randn(2, 3, 33, 33))
+    for layer, (_, c_in, c_out, stride, side) in enumerate(s.layer_specs):
+        candidates = supernet.layers[layer]
+        shortcuts = {id(m.shortcut) for m in candidates.values()}
+        if stride == 1 and c_in == c_out:
+            assert shortcuts == {id(None)}
+        else:
+            assert len(shortcuts) == 1  # shared
+            y = candidates["e3k5"].shortcut(x)
+            assert y.shape == (2, c_out, side, side)
+            with torch.no_grad():
+                # a dead projection leaves exactly the shortcut: the residual is really added
+                bn = candidates["e3k5"].project[1]
+                bn.weight.zero_()
+                bn.bias.zero_()
+                torch.testing.assert_close(candidates["e3k5"](x), y)
+            if c_in == c_out:  # width_mult 0.25 keeps 8 channels over the first stride: pool only
+                torch.testing.assert_close(y, torch.nn.functional.avg_pool2d(x, 2, 2, ceil_mode=True))
+        x = candidates["e6k3"](x)
+    assert x.shape[-1] == 3  # 33 -> 17 -> 9 -> 5 -> 5 -> 3 (stride-1 stem below 128 px)
 
 
 @pytest.mark.parametrize("size", [32, 45, 96, 128])

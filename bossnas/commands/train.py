@@ -60,7 +60,7 @@ def _train(preset, overrides, space, data, data_dir, out, resume, force, device,
         if search.data.note:  # how an image folder's channels and size were decided
             console.print(search.data.note, soft_wrap=True)
         search.run()
-    return search, config, run_dir, console
+    return search, search.config, run_dir, console  # with the space defaults filled in
 
 
 def train(

@@ -228,13 +228,19 @@ class MBConv(nn.Module):
 
     SE reduces to ``se_ratio`` of the *input* channels, as in EfficientNet; Swish (SiLU)
     everywhere; residual when the shape is kept. ``expand=1`` drops the expansion conv.
+    ``shortcut`` (a module mapping the input to the output's shape, e.g. :func:`mbconv_shortcut`)
+    keeps a residual on a layer that changes stride or width, as the official BossNAS MBConv
+    supernet does; without it such a layer has none (EfficientNet). It is ignored where the
+    shape is kept (the identity residual), and may be shared by several candidates of a layer.
     """
 
     def __init__(self, c_in: int, c_out: int, expand: int, kernel: int, stride: int = 1,
-                 se_ratio: float = 0.25, act: str = "silu"):
+                 se_ratio: float = 0.25, act: str = "silu", shortcut: nn.Module | None = None):
         super().__init__()
         hidden = c_in * expand
         self.residual = stride == 1 and c_in == c_out
+        # None registers no module: the layers without a shortcut keep their state-dict keys
+        self.shortcut: nn.Module | None = None if self.residual else shortcut
         self.expand: nn.Module = (
             nn.Identity() if expand == 1
             else nn.Sequential(nn.Conv2d(c_in, hidden, 1, bias=False), nn.BatchNorm2d(hidden), activation(act))
@@ -249,4 +255,16 @@ class MBConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.se(self.depthwise(self.expand(x))))
-        return out + x if self.residual else out
+        if self.residual:
+            return out + x
+        return out + self.shortcut(x) if self.shortcut is not None else out
+
+
+def mbconv_shortcut(c_in: int, c_out: int, stride: int) -> nn.Module:
+    """The residual branch of the official BossNAS MBConv layers that change shape: a 2x2
+    average pool (stride 2, ceil mode, so odd sides match the depthwise conv's output) where
+    the layer strides, then a 1x1 conv + BN where it changes width."""
+    parts: list[nn.Module] = [pool_down(stride)] if stride > 1 else []
+    if c_in != c_out:
+        parts += [nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out)]
+    return nn.Sequential(*parts)

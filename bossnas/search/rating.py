@@ -154,8 +154,8 @@ def rate_block(
 ) -> list[float]:
     """The rating (lower is better) of each path of ``block``.
 
-    For each path: recalibrate BN along it, add its normalised target projections of both
-    rating views to a running sum (the population centre is their mean over all paths) and
+    For each path: recalibrate BN along it, add its raw (unnormalised) target projections of
+    both rating views to a running sum (the population centre is their mean over all paths) and
     keep its online predictions. A path's rating is the symmetric BYOL loss of its
     predictions against the centre, averaged over the rating images.
 

@@ -20,6 +20,12 @@ Small inputs: below 128 px the stem does not down-sample (stride 1), so 32 x 32 
 give feature maps of 32 / 16 / 8 / 4 / 4 / 2 after the stem and each block instead of
 112 / 56 / 28 / 14 / 14 / 7 at 224. ``width_mult`` scales every width (rounded to a
 multiple of 8, as in EfficientNet), the 1280-wide head conv included.
+
+Shortcuts (``shortcut``): ``official`` (default) keeps a residual on the layers that change
+stride or width, through a 2x2 average pool where the layer strides and a 1x1 conv + BN
+where it widens, as the official BossNAS MBConv supernet does (one such shortcut per layer,
+shared by its four candidates; the fixed 320-channel layer has one too); ``none`` is the
+EfficientNet / DNA form, with no residual on those layers. See docs/method.md.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import torch
 from torch import nn
 
 from bossnas.errors import BossNASError
-from bossnas.layers.ops import MBConv, activation, make_divisible
+from bossnas.layers.ops import MBConv, activation, make_divisible, mbconv_shortcut
 from bossnas.spaces import register_space
 from bossnas.spaces.base import Arch, BlockSpec, Path, SearchSpace, SupernetBackbone
 
@@ -48,6 +54,8 @@ CANDIDATES: dict[str, tuple[int, int]] = {"e3k3": (3, 3), "e3k5": (3, 5), "e6k3"
 #: inputs smaller than this get a stride-1 stem
 SMALL_INPUT = 128
 STEMS = ("auto", "imagenet", "small")
+#: residuals of the layers that change shape: the official BossNAS form, or none (EfficientNet)
+SHORTCUTS = ("official", "none")
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -69,9 +77,10 @@ class Stem(nn.Sequential):
 class Head(nn.Sequential):
     """The fixed MBConv e6 k3 to 320, 1x1 conv to 1280 + BN + Swish, pooling, classifier."""
 
-    def __init__(self, c_in: int, final: int, width: int, num_classes: int):
+    def __init__(self, c_in: int, final: int, width: int, num_classes: int, shortcut: bool = False):
         super().__init__(
-            MBConv(c_in, final, FINAL_EXPAND, FINAL_KERNEL, se_ratio=SE_RATIO),
+            MBConv(c_in, final, FINAL_EXPAND, FINAL_KERNEL, se_ratio=SE_RATIO,
+                   shortcut=mbconv_shortcut(c_in, final, 1) if shortcut else None),
             nn.Conv2d(final, width, 1, bias=False),
             nn.BatchNorm2d(width),
             activation("silu"),
@@ -93,7 +102,7 @@ class MBConvSupernet(SupernetBackbone):
         self.space = space
         self.stem = space.build_stem()
         self.layers = nn.ModuleList(
-            nn.ModuleDict({name: space.build_layer(layer, name) for name in space.layer_choices(layer)})
+            _share_shortcut(nn.ModuleDict({name: space.build_layer(layer, name) for name in space.layer_choices(layer)}))
             for layer in range(space.num_layers)
         )
 
@@ -118,6 +127,16 @@ class MBConvSupernet(SupernetBackbone):
         return module
 
 
+def _share_shortcut(candidates: nn.ModuleDict) -> nn.ModuleDict:
+    """One shortcut per layer, used by all its candidates (the official supernet's sharing:
+    the shortcut is not part of the searched op, so every path through the layer trains it)."""
+    shortcuts = [m.shortcut for m in candidates.values() if isinstance(m, MBConv) and m.shortcut is not None]
+    for m in candidates.values():
+        if isinstance(m, MBConv) and m.shortcut is not None:
+            m.shortcut = shortcuts[0]
+    return candidates
+
+
 @register_space
 class MBConvSpace(SearchSpace):
     name = "mbconv"
@@ -126,15 +145,18 @@ class MBConvSpace(SearchSpace):
     default_sampling = "fair"
 
     def __init__(self, in_channels: int = 3, image_size: int | None = None, num_classes: int = 10,
-                 width_mult: float = 1.0, stem: str = "auto"):
+                 width_mult: float = 1.0, stem: str = "auto", shortcut: str = "official"):
         super().__init__(in_channels, image_size, num_classes)
         if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or not 0 < width_mult <= 4:
             raise BossNASError(f"mbconv width_mult must be a number in (0, 4], got {width_mult!r}")
         if stem not in STEMS:
             raise BossNASError(f"mbconv stem must be one of {', '.join(STEMS)}, got {stem!r}")
+        if shortcut not in SHORTCUTS:
+            raise BossNASError(f"mbconv shortcut must be one of {', '.join(SHORTCUTS)}, got {shortcut!r}")
         if self.image_size < 8:
             raise BossNASError(f"mbconv needs images of at least 8x8 pixels, got {self.image_size}")
         self.width_mult = float(width_mult)
+        self.shortcut = shortcut
         self.stem_kind = ("imagenet" if self.image_size >= SMALL_INPUT else "small") if stem == "auto" else stem
         self.stem_stride = 2 if self.stem_kind == "imagenet" else 1
         self.stem_width = make_divisible(STEM_WIDTH * width_mult)
@@ -182,7 +204,8 @@ class MBConvSpace(SearchSpace):
     def build_layer(self, layer: int, choice: str) -> MBConv:
         _, c_in, c_out, stride, _ = self.layer_specs[layer]
         expand, kernel = CANDIDATES[choice]
-        return MBConv(c_in, c_out, expand, kernel, stride, se_ratio=SE_RATIO)
+        shortcut = mbconv_shortcut(c_in, c_out, stride) if self.shortcut == "official" else None
+        return MBConv(c_in, c_out, expand, kernel, stride, se_ratio=SE_RATIO, shortcut=shortcut)
 
     def build_supernet(self) -> MBConvSupernet:
         return MBConvSupernet(self)
@@ -194,7 +217,7 @@ class MBConvSpace(SearchSpace):
 
     def build_head(self, arch: Arch) -> nn.Module:
         return Head(self.out_channels(len(self.blocks) - 1, arch[-1]), self.final_width, self.head_width,
-                    self.num_classes)
+                    self.num_classes, shortcut=self.shortcut == "official")
 
     def describe_layers(self, arch: Arch) -> list[dict]:
         rows = super().describe_layers(arch)

@@ -1,8 +1,9 @@
 """Ensemble bootstrapping target and population centre.
 
-Both are averages of L2-normalised target projections: over the K paths sampled in a
-training step (the regression target of every online path), or over every path of the
-block (the centre that rates each path).
+Both are averages of target projections: of the L2-normalised projections of the K paths
+sampled in a training step (the regression target of every online path), and of the raw,
+unnormalised projections of every path of the block (the centre that rates each path), as
+the official training and rating code compute them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def ensemble_target(projections: Sequence[torch.Tensor] | torch.Tensor) -> torch
 
 
 def population_centre(projection_sum: torch.Tensor, count: int) -> torch.Tensor:
-    """The centre from a running sum of normalised projections over ``count`` paths."""
+    """The centre from a running sum of raw (unnormalised) projections over ``count`` paths."""
     if count <= 0:
         raise ValueError("population centre of zero paths")
     return projection_sum / count

@@ -25,7 +25,7 @@ import torch
 from rich.console import Console
 
 from bossnas import distributed as dist
-from bossnas.config import RunConfig, config_from_dict
+from bossnas.config import RunConfig, config_from_dict, resolve_run_config, search_augment_for
 from bossnas.curves import MetricsLog
 from bossnas.data.augment import build_augment
 from bossnas.data.batches import epoch_batches, iterate, seeded_generator
@@ -178,7 +178,7 @@ class BlockwiseSearch:
 
     def __init__(self, config: RunConfig, run_dir: str | FsPath | RunFolder, console: Console | None = None,
                  show_progress: bool = True, signals: StopSignals | None = None):
-        self.config = config
+        self.config = config = resolve_run_config(config)
         self.folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir, SEARCH)
         self.run_dir = self.folder.path
         self.device = dist.init_from_env(config.device)
@@ -188,6 +188,8 @@ class BlockwiseSearch:
         self.show_progress = show_progress and self.is_main
         self.autocast = autocast_factory(config.train.amp, self.device)
         self.data = prepare_data(config)
+        if config.data.augment is None:  # decided by the data; config.yaml records the decision
+            config.data.augment = search_augment_for(self.data.image_size)
         self.space = build_space(config, self.data)
         validate(config, self.space, self.data, self.world)
         dist.on_main(lambda: check_budget(config, self.space))
@@ -222,19 +224,16 @@ class BlockwiseSearch:
         """
         folder = RunFolder(run_dir, SEARCH)
         dist.init_from_env(config.device)
-
-        def prepare() -> dict | None:
-            saved = folder.prepare(resume, force)
-            if saved is not None:
-                check_compatible(saved, config, folder.checkpoint)
-            return saved
-
         # rank 0 checks the folder and reads the checkpoint, and hands it to the others: no
         # shared file system needed
-        saved = dist.on_main(prepare)
+        saved = dist.on_main(lambda: folder.prepare(resume, force))
         try:
             search = cls(config, folder, console, show_progress, signals)
+            # the config with its automatic values decided (space and data defaults): what
+            # trains, what config.yaml records and what a resumed checkpoint must match
+            config = search.config
             if saved is not None:
+                dist.on_main(lambda: check_compatible(saved, config, folder.checkpoint))
                 search.load_state(saved)
                 dist.on_main(lambda: folder.resumed(config.to_dict()))
                 note = search.metrics.start(saved.get("metrics_offset"))
@@ -352,6 +351,13 @@ class BlockwiseSearch:
             exc.rank_local = True  # type: ignore[attr-defined]
             raise
 
+    def _views(self, images: torch.Tensor, pairs: int, g: torch.Generator) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``pairs`` augmentation pairs of a batch, drawn one after the other from ``g`` (so
+        pair j is the same whatever the count, and one pair is the single-pair run's)."""
+        x = self._to_device(images)
+        drawn = [self.augment(x, g) for _ in range(pairs)]
+        return [v for v, _ in drawn], [v for _, v in drawn]
+
     def _checkpoint_note(self) -> str:
         if self._saved_at is None:
             return "no checkpoint was written"
@@ -407,7 +413,7 @@ class BlockwiseSearch:
         after = f" after {space.format_path(prev)}" if prev is not None and space.paths_follow_previous else ""
         self.console.print(
             f"[bold]block {block}[/] ({len(space.block_paths(block, prev))} paths{after}): training {cfg.epochs} epoch(s) x "
-            f"{n_batches} steps, K={k} {self.sampling} paths, batch {cfg.batch_size}"
+            f"{n_batches} steps, K={k} {self.sampling} paths, {min(k, cfg.augment_pairs)} augmentation pair(s), batch {cfg.batch_size}"
             + (f" ({cfg.batch_size // self.world} on each of {self.world} processes)" if self.world > 1 else "")
         )
         while self.state.epoch < cfg.epochs:
@@ -425,8 +431,8 @@ class BlockwiseSearch:
                 for step, (images, _) in enumerate(self._batches(batches[first:usable]), start=first):
                     # the paths are the same on every process; the augmentation is each process's own
                     paths = space.sample_paths(block, k, self.sampling, seeded_generator(seed, block, epoch, step), prev)
-                    view_1, view_2 = self.augment(self._to_device(images),
-                                                  seeded_generator(seed, block, epoch, step, AUGMENT_KEY, self.rank))
+                    view_1, view_2 = self._views(images, min(k, cfg.augment_pairs),
+                                                 seeded_generator(seed, block, epoch, step, AUGMENT_KEY, self.rank))
                     shuffle = None
                     if self.world > 1:
                         g_shuffle = seeded_generator(seed, block, epoch, step, SHUFFLE_KEY)
