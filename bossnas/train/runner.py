@@ -111,7 +111,7 @@ def validate(config: RunConfig, space: SearchSpace, data: SplitData, world: int 
     for spec in space.blocks:
         # block k's paths are known once block k-1's best path is: K must fit the fewest it can have
         fewest = min(space.path_counts(spec.index).values())
-        k = config.train.paths_per_step or min(4, fewest)
+        k = config.train.paths_per_step or (space.max_fair_k(spec.index) if sampling == "fair" else min(4, fewest))
         limit = space.max_fair_k(spec.index) if sampling == "fair" else fewest
         if sampling == "fair" and not space.is_product_block(spec.index):
             raise BossNASError(f"train.sampling=fair needs a product block; block {spec.index} of '{space.name}' is restricted: use uniform")
