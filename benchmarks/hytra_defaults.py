@@ -49,7 +49,8 @@ PRESETS: dict[str, dict[str, object]] = {
 #: the two sides: the defaults after issue 13, and the choices before it
 VARIANTS: dict[str, dict[str, object]] = {
     "new": {},
-    "old": {"model.space_options.paths": "static", "model.space_options.search_shortcut": "standalone"},
+    "old": {"model.space_options.paths": "static", "model.space_options.search_shortcut": "standalone",
+            "train.augment_pairs": 1},
 }
 #: the side of the reference input the paper's MAdds are given at
 REFERENCE_SIZE = 224
