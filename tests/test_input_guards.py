@@ -5,6 +5,7 @@ documented behaviour). Runs use one torch thread."""
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 
@@ -91,7 +92,10 @@ def test_sigint_during_start_up_imports_exits_130_in_one_line(tmp_path):
     shadow.mkdir()
     (shadow / "__init__.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(30)\n")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    res = subprocess.run([sys.executable, "-m", "bossnas", "spaces"], capture_output=True, text=True, env=env, timeout=60)
+    # a shell starts background jobs with SIGINT ignored, and Python keeps an inherited SIG_IGN:
+    # give the child the disposition a terminal's Ctrl-C meets
+    res = subprocess.run([sys.executable, "-m", "bossnas", "spaces"], capture_output=True, text=True, env=env, timeout=60,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert res.returncode == 130
     assert res.stderr.strip().splitlines() == ["error: interrupted while starting"]
     # and `import bossnas` stays light: the spaces (and torch) load on first use
