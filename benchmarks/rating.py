@@ -214,6 +214,7 @@ def score_figures(u: Universe, score: np.ndarray, truth: np.ndarray | None) -> d
     """Architecture-level figures of one score (larger = predicted better)."""
     from bossnas.evaluation.correlation import correlate
     from bossnas.evaluation.size_controlled import (
+        BUDGET_FRACTIONS,
         budget_picks,
         top_fraction_kendall,
         within_size_spearman,
@@ -233,9 +234,15 @@ def score_figures(u: Universe, score: np.ndarray, truth: np.ndarray | None) -> d
         out["spearman_vs"] = {name: float(stats.spearmanr(score, size).statistic) for name, size in u.sizes().items()}
     out["picks"] = {}
     for name in BUDGET_COSTS:
-        picks = budget_picks(score, truth, costs[name], name)
-        out["picks"][name] = [{**p.as_dict(), "arch": u.archs[p.index], "cost_of_pick": float(costs[name][p.index])}
-                              for p in picks]
+        picks = {p.fraction: p for p in budget_picks(score, truth, costs[name], name)}
+        # one entry per fraction, so that the report's columns line up; a budget below the
+        # cheapest architecture has no pick (NaN figures, no arch)
+        out["picks"][name] = [{**picks[f].as_dict(), "arch": u.archs[picks[f].index],
+                               "cost_of_pick": float(costs[name][picks[f].index])} if f in picks else
+                              {"cost": name, "fraction": f, "budget": f * float(costs[name].max()), "index": None,
+                               "picked": float("nan"), "best": float("nan"), "regret": float("nan"), "arch": None,
+                               "cost_of_pick": None}
+                              for f in BUDGET_FRACTIONS]
     return out
 
 
@@ -436,7 +443,7 @@ def render_markdown(report: dict) -> str:
         "",
     ]
     has_truth = report["truth"] is not None
-    if "archs/picks/FLOPs/0/index" in ms and has_truth:
+    if "archs/picks/FLOPs/3/index" in ms and has_truth:
         sizes = [k.split("/")[2] for k in ms if k.startswith("archs/decile/")]
         header = ["Spearman ρ", "Kendall τ", "top-10% τ"] + [f"{s} dec. ρ" for s in sizes]
         lines += ["| scores | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
@@ -459,16 +466,17 @@ def render_markdown(report: dict) -> str:
             flat = _leaves({"archs": b["archs"]})
             lines.append(f"| {name} | " + " | ".join(f"{_value(flat.get(p), 2)} / {_value(flat.get(r), 2)}" for p, r in pick_keys) + " |")
         lines.append("")
-    elif "archs/picks/FLOPs/0/index" in ms:
+    elif "archs/picks/FLOPs/3/index" in ms:
         lines += ["No accuracy table given: the figures that need none. `ratings.csv` of each seed and `costs.csv` "
                   "score with `bossnas correlate seed-S/ratings.csv TRUTH.csv --costs costs.csv`.", "",
                   "| seed | chosen | " + " | ".join(f"ρ vs {s}" for s in ("log params", "FLOPs")) + " | "
                   + " | ".join(f"pick ≤{int(f * 100)}% FLOPs" for f in (0.1, 0.25, 0.5, 1.0)) + " |",
-                  "|---" * 7 + "|"]
+                  "|---" * 8 + "|"]
         for s in ours["per_seed"]:
             a = s["archs"]
             lines.append(f"| {s['seed']} | `{s['chosen']['arch']}` | " + " | ".join(_value(a["spearman_vs"][k]) for k in ("log params", "FLOPs"))
-                         + " | " + " | ".join(f"`{p['arch']}` ({p['cost_of_pick'] / 1e6:.1f}M)" for p in a["picks"]["FLOPs"]) + " |")
+                         + " | " + " | ".join("-" if p["arch"] is None else f"`{p['arch']}` ({p['cost_of_pick'] / 1e6:.1f}M)"
+                                             for p in a["picks"]["FLOPs"]) + " |")
         lines.append("")
     # per block
     blocks = [b["block"] for b in first["blocks"]]

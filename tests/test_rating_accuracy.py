@@ -1,6 +1,7 @@
 """Size-controlled rating accuracy: hand-made cases, and the official BossNAS figures reproduced."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -131,3 +132,14 @@ def test_duplicates_are_refused_with_line_numbers(tmp_path, which, text, message
         (tmp_path / f"{name}.csv").write_text(content)
     res = bossnas("correlate", str(tmp_path / "scores.csv"), str(tmp_path / "truth.csv"))
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_budget_below_the_cheapest_architecture_has_no_pick():
+    # NAS-Bench-Macro's smallest network has more than 10% of the largest one's parameters:
+    # that budget is left out instead of failing the whole report
+    from bossnas.evaluation.size_controlled import budget_picks
+
+    score, cost = np.array([0.3, 0.9, 0.5]), np.array([20.0, 100.0, 60.0])
+    picks = budget_picks(score, None, cost, "params", (0.1, 0.25, 0.6, 1.0))
+    assert [(p.fraction, p.index) for p in picks] == [(0.25, 0), (0.6, 2), (1.0, 1)]
+    assert all(math.isnan(p.picked) for p in picks)

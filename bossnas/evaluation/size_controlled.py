@@ -129,16 +129,22 @@ def budget_picks(score: np.ndarray, truth: np.ndarray | None, cost: np.ndarray, 
     """The pick, its truth and the best reachable truth under each fraction of the largest cost.
 
     Without ``truth`` (a space whose accuracy table is not at hand) ``picked`` / ``best`` are NaN
-    and only the chosen index is meaningful.
+    and only the chosen index is meaningful. A fraction whose budget is below the cheapest
+    architecture has no pick and is left out (on NAS-Bench-Macro the smallest network has more
+    than 10% of the largest one's parameters).
 
     >>> p = budget_picks(np.array([3.0, 2, 1]), np.array([90.0, 95, 80]), np.array([4.0, 2, 1]), "flops", (0.5, 1.0))
     >>> [(x.index, x.picked, x.regret) for x in p]
     [(1, 95.0, 0.0), (0, 90.0, 5.0)]
+    >>> [x.fraction for x in budget_picks(np.array([3.0, 2, 1]), None, np.array([4.0, 2, 1]), "flops", (0.1, 1.0))]
+    [1.0]
     """
     score, cost = np.asarray(score, dtype=float), np.asarray(cost, dtype=float)
     picks = []
     for fraction in fractions:
         budget = fraction * float(cost.max())
+        if budget < float(cost.min()):
+            continue
         index = pick_under_budget(score, cost, budget)
         if truth is None:
             picked = best = float("nan")
