@@ -1,3 +1,4 @@
+import contextlib
 import os
 import subprocess
 import sys
@@ -127,3 +128,24 @@ def assert_steps_once_in_order(steps: list[tuple], blocks: int | None, per_block
     (``blocks=None``: a retraining, one sequence)."""
     expected = [(b, s) for b in range(blocks) for s in range(per_block)] if blocks else [(None, s) for s in range(per_block)]
     assert [(b, s) for b, _, s, *_ in steps] == expected
+
+
+@contextlib.contextmanager
+def stop_at_augment_call(search, n: int = 1):
+    """Ask ``search`` to stop, as a signal would, from its n-th augmentation call on."""
+    cls = type(search.augment)
+    original = cls.__call__
+    calls = 0
+
+    def counting(aug, images, g):
+        nonlocal calls
+        calls += 1
+        if calls >= n:
+            search._stop.set()
+        return original(aug, images, g)
+
+    cls.__call__ = counting
+    try:
+        yield
+    finally:
+        cls.__call__ = original

@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from conftest import TINY, bossnas
+from conftest import TINY, bossnas, stop_at_augment_call
 
 from bossnas.config import load_config
 from bossnas.train.runner import BlockwiseSearch, Interrupted, read_table
@@ -95,21 +95,8 @@ def test_interrupted_run_resumes_to_identical_ratings(tmp_path):
     full.run()
 
     stopped = BlockwiseSearch.open(config, tmp_path / "cut", show_progress=False)
-    calls = {"n": 0}
-    original = stopped.augment.__class__.__call__
-
-    def stop_after_some_steps(aug, images, g):
-        calls["n"] += 1
-        if calls["n"] == 9:  # block 1, epoch 2, mid-epoch
-            stopped._stop.set()
-        return original(aug, images, g)
-
-    stopped.augment.__class__.__call__ = stop_after_some_steps
-    try:
-        with pytest.raises(Interrupted, match="--resume"):
-            stopped.run()
-    finally:
-        stopped.augment.__class__.__call__ = original
+    with stop_at_augment_call(stopped, 9), pytest.raises(Interrupted, match="--resume"):  # block 1, epoch 2, mid-epoch
+        stopped.run()
     assert stopped.state.block == 1 and stopped.state.step > 0
     resumed = BlockwiseSearch.open(config, tmp_path / "cut", resume=True, show_progress=False)
     assert resumed.state.block == 1

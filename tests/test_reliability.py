@@ -12,7 +12,13 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, assert_steps_once_in_order, logged_steps, start_bossnas
+from conftest import (
+    TINY,
+    assert_steps_once_in_order,
+    logged_steps,
+    start_bossnas,
+    stop_at_augment_call,
+)
 
 from bossnas.config import load_config
 from bossnas.data.batches import iterate
@@ -192,20 +198,8 @@ def test_resume_refuses_another_space_config_or_data(started):
 def test_checkpoint_holds_everything_a_resume_needs(started):
     config, run_dir = started
     search = BlockwiseSearch.open(config, run_dir, resume=True, show_progress=False)
-    calls = {"n": 0}
-    original = search.augment.__class__.__call__
-
-    def stop_after_one_step(aug, images, g):
-        calls["n"] += 1
-        search._stop.set()
-        return original(aug, images, g)
-
-    search.augment.__class__.__call__ = stop_after_one_step
-    try:
-        with pytest.raises(runner.Interrupted) as info:
-            search.run()
-    finally:
-        search.augment.__class__.__call__ = original
+    with stop_at_augment_call(search), pytest.raises(runner.Interrupted) as info:
+        search.run()
     assert info.value.exit_code == 130
     ckpt = load_checkpoint(run_dir / "checkpoint.pt")
     assert ckpt["state"]["step"] == 1 and ckpt["state"]["epoch_loss_count"] == 1

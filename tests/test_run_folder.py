@@ -13,7 +13,7 @@ import tempfile
 import time
 
 import pytest
-from conftest import TINY, bossnas, run_cli
+from conftest import TINY, bossnas, run_cli, stop_at_augment_call
 
 from bossnas.config import load_config
 from bossnas.errors import BossNASError
@@ -287,18 +287,8 @@ def test_item_18_20_a_resumed_epoch_reports_its_own_rate_and_mean_loss(started):
     from rich.console import Console
 
     search = BlockwiseSearch.open(load_config("quickstart", QUICK), started, resume=True, show_progress=False)
-    original = search.augment.__class__.__call__
-
-    def stop_after_one_step(aug, images, g):
-        search._stop.set()
-        return original(aug, images, g)
-
-    search.augment.__class__.__call__ = stop_after_one_step
-    try:
-        with pytest.raises(BossNASError, match="interrupted"):
-            search.run()
-    finally:
-        search.augment.__class__.__call__ = original
+    with stop_at_augment_call(search), pytest.raises(BossNASError, match="interrupted"):
+        search.run()
     _release(search)
     log = StringIO()
     console = Console(file=log, width=300, soft_wrap=True)
