@@ -1,4 +1,5 @@
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -54,12 +55,63 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-def start_bossnas(*args: str) -> subprocess.Popen:
+#: ``python -c`` program: the bossnas CLI, which stops itself (SIGSTOP) right after it writes a
+#: checkpoint whose state has every field of $BOSSNAS_TEST_PAUSE_AT (JSON), or a metrics.jsonl
+#: record with every field of $BOSSNAS_TEST_PAUSE_AFTER_RECORD. Polling files from outside can
+#: miss a state that lasts a few milliseconds on a busy machine (the rating of a tiny last
+#: block); a paused process cannot run past it.
+_PAUSING_MAIN = """
+import json, os, signal
+from bossnas import curves, runs
+
+def pause_after(cls, name, fields, of):
+    original = getattr(cls, name)
+    def then_pause(self, payload, *args, **kwargs):
+        original(self, payload, *args, **kwargs)
+        if all(of(payload).get(k) == v for k, v in fields.items()):
+            os.kill(os.getpid(), signal.SIGSTOP)
+    setattr(cls, name, then_pause)
+
+if "BOSSNAS_TEST_PAUSE_AT" in os.environ:
+    pause_after(runs.RunFolder, "save", json.loads(os.environ["BOSSNAS_TEST_PAUSE_AT"]), lambda p: p["state"])
+if "BOSSNAS_TEST_PAUSE_AFTER_RECORD" in os.environ:
+    pause_after(curves.MetricsLog, "write", json.loads(os.environ["BOSSNAS_TEST_PAUSE_AFTER_RECORD"]), lambda r: r)
+from bossnas.entry import main
+main()
+"""
+
+
+def start_bossnas(*args: str, pause_at: dict | None = None, pause_after_record: dict | None = None) -> subprocess.Popen:
     """``python -m bossnas ARGS`` in the background, in its own process group (so the
-    launcher of ``--nproc`` and its workers can be killed together)."""
+    launcher of ``--nproc`` and its workers can be killed together). With ``pause_at``
+    (checkpoint state fields, e.g. ``{"block": 2, "phase": "rate"}``) or ``pause_after_record``
+    (metrics.jsonl record fields, e.g. ``{"kind": "step", "step": 3}``) the process stops itself
+    after writing the first checkpoint or record that matches; see :func:`wait_until_paused`."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "bossnas", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    command = [sys.executable, "-m", "bossnas"]
+    if pause_at is not None or pause_after_record is not None:
+        command = [sys.executable, "-c", _PAUSING_MAIN]
+    if pause_at is not None:
+        env["BOSSNAS_TEST_PAUSE_AT"] = json.dumps(pause_at)
+    if pause_after_record is not None:
+        env["BOSSNAS_TEST_PAUSE_AFTER_RECORD"] = json.dumps(pause_after_record)
+    return subprocess.Popen([*command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, start_new_session=True)
+
+
+def wait_until_paused(proc: subprocess.Popen, timeout: float = 180) -> None:
+    """Wait until a process started with ``pause_at`` or ``pause_after_record`` has stopped
+    itself (Linux /proc state T); it stays stopped until it gets SIGCONT (or SIGKILL)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the run ended before its pause point: {proc.communicate()}"
+        with open(f"/proc/{proc.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"the run did not reach its pause point in {timeout}s")
 
 
 @pytest.fixture
@@ -69,8 +121,8 @@ def launched():
 
     procs = []
 
-    def start(*args: str) -> subprocess.Popen:
-        procs.append(start_bossnas(*args))
+    def start(*args: str, **pause: dict) -> subprocess.Popen:
+        procs.append(start_bossnas(*args, **pause))
         return procs[-1]
 
     yield start

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -17,6 +16,7 @@ from conftest import (
     run_cli,
     start_bossnas,
     tiny_search,
+    wait_until_paused,
 )
 
 from bossnas.curves import METRICS_LOG, MetricsLog, PendingSteps, read_metrics, scalar_tags
@@ -122,23 +122,12 @@ RETRAIN_LONG = ["16:16:16:16:16", "data.image_size=16", "data.train_images=1024"
                 "train.batch_size=32"]
 
 
-def _wait_for_log(proc, path, done, timeout=240) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.is_file():
-            records = read_metrics(path)
-            if done(records):
-                return records
-        assert proc.poll() is None, f"run ended before the log reached the point: {proc.communicate()}"
-        time.sleep(0.01)
-    raise AssertionError(f"the log did not reach the point in {timeout}s")
-
-
-def _kill_resume(cmd, args, out, done, launched):
-    """Start ``bossnas CMD ARGS``, kill -9 it once ``done(records)``, leave a half-written line,
-    resume it; returns the number of step records the checkpoint did not count at the kill."""
-    proc = launched(cmd, *args, "--out", str(out), "--quiet")
-    _wait_for_log(proc, out / METRICS_LOG, done)
+def _kill_resume(cmd, args, out, record, launched):
+    """Start ``bossnas CMD ARGS``, kill -9 it right after it logs ``record`` (fields of a
+    metrics.jsonl record), leave a half-written line, resume it; returns the number of step
+    records the checkpoint did not count at the kill."""
+    proc = launched(cmd, *args, "--out", str(out), "--quiet", pause_after_record=record)
+    wait_until_paused(proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
     offset = load_checkpoint(out / "checkpoint.pt")["metrics_offset"]
@@ -186,8 +175,7 @@ def _tensorboard_steps(run_dir, tag):
 def test_search_killed_between_checkpoints_logs_every_step_once_like_an_uninterrupted_run(references, tmp_path, launched):
     out = tmp_path / "run"
     # block 1's steps 0-1 are logged; its only checkpoint so far is at the block's start
-    uncounted = _kill_resume("run", BETWEEN, out, lambda rs: any(r.get("block") == 1 and r["step"] >= 1 for r in rs
-                                                                   if r["kind"] == "step"), launched)
+    uncounted = _kill_resume("run", BETWEEN, out, {"kind": "step", "block": 1, "step": 1}, launched)
     assert uncounted >= 2, "the kill came after a checkpoint that counted every logged step"
     steps = logged_steps(out)
     assert_steps_once_in_order(steps, blocks=3, per_block=6)
@@ -211,8 +199,7 @@ def test_search_killed_between_checkpoints_logs_every_step_once_like_an_uninterr
 def test_retrain_killed_between_checkpoints_logs_every_step_once_like_an_uninterrupted_run(references, tmp_path, launched):
     out = tmp_path / "r"
     # epoch 2's first read-out (10 steps) is logged; the checkpoint is at the end of epoch 1
-    uncounted = _kill_resume("retrain", RETRAIN_LONG, out, lambda rs: any(r["kind"] == "step" and r["step"] >= 32 + 9 for r in rs),
-                             launched)
+    uncounted = _kill_resume("retrain", RETRAIN_LONG, out, {"kind": "step", "step": 32 + 9}, launched)
     assert uncounted >= 10, "the kill came after a checkpoint that counted every logged step"
     steps = logged_steps(out)
     assert_steps_once_in_order(steps, blocks=None, per_block=2 * 32)

@@ -18,6 +18,7 @@ from conftest import (
     logged_steps,
     start_bossnas,
     stop_at_augment_call,
+    wait_until_paused,
 )
 
 from bossnas.config import load_config
@@ -43,16 +44,9 @@ def _state(path):
     return s["block"], s["phase"], s["epoch"], s["step"]
 
 
-def _wait_for(proc, path, states, timeout=180):
-    """Poll the run's checkpoint until it is at one of ``states``; returns the state seen."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        seen = _state(path)
-        if seen in states:
-            return seen
-        assert proc.poll() is None, f"run ended before reaching {states}: {proc.communicate()}"
-        time.sleep(0.02)
-    raise AssertionError(f"run did not reach {states} in {timeout}s")
+def _pause_at(state):
+    """The ``pause_at`` fields of a search checkpoint state (block, phase, epoch, step)."""
+    return dict(zip(("block", "phase", "epoch", "step"), state))
 
 
 def _results(run_dir):
@@ -94,9 +88,11 @@ def test_kill_9_at_a_random_step_then_resume_matches_uninterrupted_run(reference
     # after that checkpoint: at once, mid-step or mid-save, or well into the next step or the rating
     delay = rng.choice([0.0, rng.uniform(0.0, 0.1), rng.uniform(0.0, 0.6)])
     out = tmp_path / "run"
-    proc = launched("run", *QUICK, "--out", str(out), "--quiet")
-    _wait_for(proc, out / "checkpoint.pt", set(STATES[STATES.index(target):]))
-    time.sleep(delay)
+    proc = launched("run", *QUICK, "--out", str(out), "--quiet", pause_at=_pause_at(target))
+    wait_until_paused(proc)
+    if delay:
+        os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(delay)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
     where = f"killed after checkpoint {target} + {delay:.2f}s (BOSSNAS_KILL_SEED={seed}), resumed from {_state(out / 'checkpoint.pt')}"
@@ -111,10 +107,11 @@ def test_kill_9_at_a_random_step_then_resume_matches_uninterrupted_run(reference
 def test_sigterm_in_training_and_in_rating_saves_and_resumes(reference, tmp_path, launched):
     out = tmp_path / "run"
     ckpt = out / "checkpoint.pt"
-    proc = launched("run", *QUICK, "--out", str(out), "--quiet")
+    proc = launched("run", *QUICK, "--out", str(out), "--quiet", pause_at=_pause_at((0, "train", 0, 0)))
     # the CLI handles signals from before the first checkpoint on: this one stops block 0's training
-    _wait_for(proc, ckpt, {(0, "train", 0, 0)})
+    wait_until_paused(proc)
     proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err
@@ -123,9 +120,10 @@ def test_sigterm_in_training_and_in_rating_saves_and_resumes(reference, tmp_path
     step = int(last.split("step ")[1].split(";")[0])
     assert load_checkpoint(ckpt)["state"]["step"] == step >= 1  # loadable, at the step the message names
 
-    proc = launched("run", "--resume", "--out", str(out), "--quiet")
-    _wait_for(proc, ckpt, {(0, "rate", 1, 0)})
+    proc = launched("run", "--resume", "--out", str(out), "--quiet", pause_at=_pause_at((0, "rate", 1, 0)))
+    wait_until_paused(proc)
     proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert err.strip().splitlines()[-1].startswith("error: interrupted by SIGTERM while rating block 0 (")
@@ -373,24 +371,15 @@ def retrain_reference(tmp_path_factory):
     return _retrain_results(out)
 
 
-def _wait_for_retrain(proc, path, states, timeout=180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _retrain_state(path) in states:
-            return
-        assert proc.poll() is None, f"retraining ended before reaching {states}: {proc.communicate()}"
-        time.sleep(0.02)
-    raise AssertionError(f"retraining did not reach {states} in {timeout}s")
-
-
 @pytest.mark.slow
 def test_retrain_kill_9_then_resume_matches_uninterrupted_run(retrain_reference, tmp_path, launched):
     seed = int(os.environ.get("BOSSNAS_KILL_SEED", time.time_ns() % 10_000))
     rng = random.Random(seed)
     target, delay = rng.choice([1, 2]), rng.uniform(0.0, 0.3)
     out = tmp_path / "r"
-    proc = launched("retrain", *RETRAIN, "--out", str(out), "--quiet")
-    _wait_for_retrain(proc, out / "checkpoint.pt", {(e, 0) for e in range(target, 4)})
+    proc = launched("retrain", *RETRAIN, "--out", str(out), "--quiet", pause_at={"epoch": target, "step": 0})
+    wait_until_paused(proc)
+    os.kill(proc.pid, signal.SIGCONT)
     time.sleep(delay)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
@@ -404,9 +393,10 @@ def test_retrain_kill_9_then_resume_matches_uninterrupted_run(retrain_reference,
 @pytest.mark.slow
 def test_retrain_sigterm_saves_names_the_signal_and_resumes(retrain_reference, tmp_path, launched):
     out = tmp_path / "r"
-    proc = launched("retrain", *RETRAIN, "--out", str(out), "--quiet")
-    _wait_for_retrain(proc, out / "checkpoint.pt", {(1, 0)})
+    proc = launched("retrain", *RETRAIN, "--out", str(out), "--quiet", pause_at={"epoch": 1, "step": 0})
+    wait_until_paused(proc)
     proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err  # as the search: 143, not 130
     assert "Traceback" not in err
