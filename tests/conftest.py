@@ -1,6 +1,7 @@
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,29 +56,33 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-#: ``python -c`` program: the bossnas CLI, which stops itself (SIGSTOP) right after it writes a
-#: checkpoint whose state has every field of $BOSSNAS_TEST_PAUSE_AT (JSON), or a metrics.jsonl
-#: record with every field of $BOSSNAS_TEST_PAUSE_AFTER_RECORD. Polling files from outside can
-#: miss a state that lasts a few milliseconds on a busy machine (the rating of a tiny last
-#: block); a paused process cannot run past it.
-_PAUSING_MAIN = """
+#: Installed as ``sitecustomize`` (on PYTHONPATH) in a child started with ``pause_at`` or
+#: ``pause_after_record``, so that it also reaches the workers torchrun starts for ``--nproc``:
+#: the process that writes a checkpoint whose state has every field of $BOSSNAS_TEST_PAUSE_AT
+#: (JSON), or a metrics.jsonl record with every field of $BOSSNAS_TEST_PAUSE_AFTER_RECORD,
+#: writes its pid to $BOSSNAS_TEST_PAUSED_PID and stops itself (SIGSTOP). Polling files from
+#: outside can miss a state that lasts a few milliseconds on a busy machine (the rating of a
+#: tiny last block); a paused process cannot run past it.
+_PAUSE_HOOK = """
 import json, os, signal
-from bossnas import curves, runs
 
-def pause_after(cls, name, fields, of):
+def _pause_after(cls, name, fields, of):
     original = getattr(cls, name)
     def then_pause(self, payload, *args, **kwargs):
         original(self, payload, *args, **kwargs)
         if all(of(payload).get(k) == v for k, v in fields.items()):
+            with open(os.environ["BOSSNAS_TEST_PAUSED_PID"] + ".part", "w") as f:
+                f.write(str(os.getpid()))
+            os.replace(os.environ["BOSSNAS_TEST_PAUSED_PID"] + ".part", os.environ["BOSSNAS_TEST_PAUSED_PID"])
             os.kill(os.getpid(), signal.SIGSTOP)
     setattr(cls, name, then_pause)
 
-if "BOSSNAS_TEST_PAUSE_AT" in os.environ:
-    pause_after(runs.RunFolder, "save", json.loads(os.environ["BOSSNAS_TEST_PAUSE_AT"]), lambda p: p["state"])
-if "BOSSNAS_TEST_PAUSE_AFTER_RECORD" in os.environ:
-    pause_after(curves.MetricsLog, "write", json.loads(os.environ["BOSSNAS_TEST_PAUSE_AFTER_RECORD"]), lambda r: r)
-from bossnas.entry import main
-main()
+if "BOSSNAS_TEST_PAUSED_PID" in os.environ:
+    from bossnas import curves, runs
+    if "BOSSNAS_TEST_PAUSE_AT" in os.environ:
+        _pause_after(runs.RunFolder, "save", json.loads(os.environ["BOSSNAS_TEST_PAUSE_AT"]), lambda p: p["state"])
+    if "BOSSNAS_TEST_PAUSE_AFTER_RECORD" in os.environ:
+        _pause_after(curves.MetricsLog, "write", json.loads(os.environ["BOSSNAS_TEST_PAUSE_AFTER_RECORD"]), lambda r: r)
 """
 
 
@@ -85,31 +90,42 @@ def start_bossnas(*args: str, pause_at: dict | None = None, pause_after_record: 
     """``python -m bossnas ARGS`` in the background, in its own process group (so the
     launcher of ``--nproc`` and its workers can be killed together). With ``pause_at``
     (checkpoint state fields, e.g. ``{"block": 2, "phase": "rate"}``) or ``pause_after_record``
-    (metrics.jsonl record fields, e.g. ``{"kind": "step", "step": 3}``) the process stops itself
-    after writing the first checkpoint or record that matches; see :func:`wait_until_paused`."""
+    (metrics.jsonl record fields, e.g. ``{"kind": "step", "step": 3}``) the process that writes
+    the first matching checkpoint or record stops itself; see :func:`wait_until_paused`."""
+    import tempfile
+
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "bossnas"]
+    proc_pause = None
     if pause_at is not None or pause_after_record is not None:
-        command = [sys.executable, "-c", _PAUSING_MAIN]
-    if pause_at is not None:
-        env["BOSSNAS_TEST_PAUSE_AT"] = json.dumps(pause_at)
-    if pause_after_record is not None:
-        env["BOSSNAS_TEST_PAUSE_AFTER_RECORD"] = json.dumps(pause_after_record)
-    return subprocess.Popen([*command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        hook = Path(tempfile.mkdtemp(prefix="bossnas-pause-"))
+        (hook / "sitecustomize.py").write_text(_PAUSE_HOOK)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(hook), env.get("PYTHONPATH")) if p)
+        env["BOSSNAS_TEST_PAUSED_PID"] = proc_pause = str(hook / "paused.pid")
+        if pause_at is not None:
+            env["BOSSNAS_TEST_PAUSE_AT"] = json.dumps(pause_at)
+        if pause_after_record is not None:
+            env["BOSSNAS_TEST_PAUSE_AFTER_RECORD"] = json.dumps(pause_after_record)
+    proc = subprocess.Popen([sys.executable, "-m", "bossnas", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, start_new_session=True)
+    proc.paused_pid_file = proc_pause
+    return proc
 
 
-def wait_until_paused(proc: subprocess.Popen, timeout: float = 180) -> None:
-    """Wait until a process started with ``pause_at`` or ``pause_after_record`` has stopped
-    itself (Linux /proc state T); it stays stopped until it gets SIGCONT (or SIGKILL)."""
+def wait_until_paused(proc: subprocess.Popen, timeout: float = 180) -> int:
+    """Wait until the child of a process started with ``pause_at`` or ``pause_after_record``
+    (the process itself, or a torchrun worker) has stopped itself; returns its pid. It stays
+    stopped (Linux /proc state T) until it gets SIGCONT or SIGKILL."""
     import time
 
+    pid_file = Path(proc.paused_pid_file)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"the run ended before its pause point: {proc.communicate()}"
-        with open(f"/proc/{proc.pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "T":
-                return
+        if pid_file.is_file():
+            pid = int(pid_file.read_text())
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                    return pid
         time.sleep(0.01)
     raise AssertionError(f"the run did not reach its pause point in {timeout}s")
 
@@ -130,6 +146,8 @@ def launched():
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
+        if proc.paused_pid_file is not None:
+            shutil.rmtree(Path(proc.paused_pid_file).parent, ignore_errors=True)
 
 
 def tiny_search(out: Path, space: str, overrides: list[str]) -> tuple[dict, list[list[tuple[str, float]]]]:

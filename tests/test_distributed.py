@@ -5,12 +5,11 @@ identical to a single process, the batch shuffle, and `bossnas run --nproc` with
 import os
 import shutil
 import signal
-import time
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import TINY, assert_steps_once_in_order, logged_steps
+from conftest import TINY, assert_steps_once_in_order, logged_steps, wait_until_paused
 
 from bossnas import distributed as dist
 from bossnas.config import load_config
@@ -123,15 +122,12 @@ def _state(ckpt_path):
 def test_nproc_sigterm_then_resume_matches_uninterrupted_run(two_process_run, tmp_path, launched):
     tmp, ranks = two_process_run
     out = tmp_path / "run"
-    proc = launched("run", *OVERRIDES, "--out", str(out), "--quiet", "--nproc", str(WORLD))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        # the CLI handles signals from before the first checkpoint on
-        if _state(out / "checkpoint.pt") in ((0, "train", 0, 0), (0, "train", 0, 1)):
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.communicate()
+    # rank 0 stops itself right after writing the checkpoint of block 0's first step
+    proc = launched("run", *OVERRIDES, "--out", str(out), "--quiet", "--nproc", str(WORLD),
+                    pause_at={"block": 0, "phase": "train", "epoch": 0, "step": 1})
+    rank0 = wait_until_paused(proc)
     proc.send_signal(signal.SIGTERM)  # to the launcher, as a cluster scheduler would
+    os.kill(rank0, signal.SIGCONT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
     lines = [line for line in err.splitlines() if line.startswith("error")]

@@ -89,9 +89,9 @@ def test_kill_9_at_a_random_step_then_resume_matches_uninterrupted_run(reference
     delay = rng.choice([0.0, rng.uniform(0.0, 0.1), rng.uniform(0.0, 0.6)])
     out = tmp_path / "run"
     proc = launched("run", *QUICK, "--out", str(out), "--quiet", pause_at=_pause_at(target))
-    wait_until_paused(proc)
+    paused = wait_until_paused(proc)
     if delay:
-        os.kill(proc.pid, signal.SIGCONT)
+        os.kill(paused, signal.SIGCONT)
         time.sleep(delay)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
@@ -109,9 +109,9 @@ def test_sigterm_in_training_and_in_rating_saves_and_resumes(reference, tmp_path
     ckpt = out / "checkpoint.pt"
     proc = launched("run", *QUICK, "--out", str(out), "--quiet", pause_at=_pause_at((0, "train", 0, 0)))
     # the CLI handles signals from before the first checkpoint on: this one stops block 0's training
-    wait_until_paused(proc)
+    paused = wait_until_paused(proc)
     proc.send_signal(signal.SIGTERM)
-    proc.send_signal(signal.SIGCONT)
+    os.kill(paused, signal.SIGCONT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err
@@ -121,9 +121,9 @@ def test_sigterm_in_training_and_in_rating_saves_and_resumes(reference, tmp_path
     assert load_checkpoint(ckpt)["state"]["step"] == step >= 1  # loadable, at the step the message names
 
     proc = launched("run", "--resume", "--out", str(out), "--quiet", pause_at=_pause_at((0, "rate", 1, 0)))
-    wait_until_paused(proc)
+    paused = wait_until_paused(proc)
     proc.send_signal(signal.SIGTERM)
-    proc.send_signal(signal.SIGCONT)
+    os.kill(paused, signal.SIGCONT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert err.strip().splitlines()[-1].startswith("error: interrupted by SIGTERM while rating block 0 (")
@@ -378,8 +378,7 @@ def test_retrain_kill_9_then_resume_matches_uninterrupted_run(retrain_reference,
     target, delay = rng.choice([1, 2]), rng.uniform(0.0, 0.3)
     out = tmp_path / "r"
     proc = launched("retrain", *RETRAIN, "--out", str(out), "--quiet", pause_at={"epoch": target, "step": 0})
-    wait_until_paused(proc)
-    os.kill(proc.pid, signal.SIGCONT)
+    os.kill(wait_until_paused(proc), signal.SIGCONT)
     time.sleep(delay)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
@@ -394,9 +393,9 @@ def test_retrain_kill_9_then_resume_matches_uninterrupted_run(retrain_reference,
 def test_retrain_sigterm_saves_names_the_signal_and_resumes(retrain_reference, tmp_path, launched):
     out = tmp_path / "r"
     proc = launched("retrain", *RETRAIN, "--out", str(out), "--quiet", pause_at={"epoch": 1, "step": 0})
-    wait_until_paused(proc)
+    paused = wait_until_paused(proc)
     proc.send_signal(signal.SIGTERM)
-    proc.send_signal(signal.SIGCONT)
+    os.kill(paused, signal.SIGCONT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err  # as the search: 143, not 130
     assert "Traceback" not in err
