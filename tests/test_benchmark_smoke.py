@@ -17,8 +17,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("rating_bench", REPO / "benchmarks" / "rating.py")
+def _load_benchmark(script: str = "rating.py"):
+    spec = importlib.util.spec_from_file_location(script.removesuffix(".py") + "_bench", REPO / "benchmarks" / script)
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(REPO / "benchmarks"))
     spec.loader.exec_module(module)
@@ -77,6 +77,19 @@ def test_rating_benchmark_over_seeds(shared_data, tmp_path):
     assert (out / "costs.csv").read_text().splitlines()[0] == "arch,params,flops"
     md = (out / "report.md").read_text()
     assert "| official BossNAS ratings | 0.734 | 0.534 |" in md and "± " in md
+    # the diagnostics recompute each block's rating from the checkpoint exactly as the run rated it
+    diag = _load_benchmark("rating_diagnostics.py")
+    assert diag.main(["--from", str(out), "--seeds", "0,1", "--out", str(tmp_path / "diag")]) == 0
+    found = json.loads((tmp_path / "diag" / "diagnostics.json").read_text())["seeds"]
+    for seed in ("0", "1"):
+        assert [b["block"] for b in found[seed]] == [0, 1, 2]
+        for b in found[seed]:
+            assert b["official_vs_table_spearman"] == pytest.approx(1.0)
+            assert b["formulas"]["official (ours)"]["spearman"] == pytest.approx(
+                next(x for x in report["ours"]["per_seed"] if x["seed"] == int(seed))["blocks"][b["block"]]["spearman"])
+            assert -1 <= b["split_half"]["spearman"] <= 1 and -1 <= b["centrality"]["rating_vs_prediction_spread"] <= 1
+        assert found[seed][1]["conditional"]["prefix"] == next(x for x in seeds if x["seed"] == int(seed))["best_paths"][:1]
+    assert "Split-half reliability" in (tmp_path / "diag" / "diagnostics.md").read_text()
     # re-rating the trained runs with the same rating settings gives their tables back exactly
     again = tmp_path / "again"
     assert bench.main([*TINY, "--data-dir", str(data_dir), "--out", str(again), "--seeds", "0,1",
@@ -126,3 +139,26 @@ def test_hytra_defaults_benchmark_smoke(shared_data, tmp_path):
         assert all((out / m).stat().st_size > 5_000 for m in v["heatmaps"]) and len(v["heatmaps"]) == 4
     assert "MAdds at 224x224" in (out / "report.md").read_text()
 
+
+
+def test_diagnostic_formulas_rate_a_path_that_predicts_the_centre_best_and_measure_its_spread():
+    import torch
+
+    diag = _load_benchmark("rating_diagnostics.py")
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(5, 2, 16, 8, generator=g)  # [paths, views, images, dims]
+    pred = torch.randn(5, 2, 16, 8, generator=g)
+    centre = target.mean(0)
+    pred[2] = centre.flip(0) * 3.0  # path 2 predicts, for each view, the other view's centre (scale is irrelevant)
+    pred[4] = torch.ones(2, 16, 8)  # path 4 predicts one vector for every image
+    ratings = diag.rating_formulas(target, pred)
+    assert int(np.argmin(ratings["official (ours)"])) == 2 and ratings["official (ours)"][2] == pytest.approx(0.0, abs=1e-5)
+    # each path's own loss: zero where the prediction is the path's own target of the other view
+    pred[3] = target[3].flip(0)
+    assert diag.rating_formulas(target, pred)["own BYOL loss"][3] == pytest.approx(0.0, abs=1e-5)
+    # retrieval: a path predicting one vector for every image does no better than chance (log 16 a
+    # view, by Jensen's inequality); the path predicting the centre does far better
+    retrieval = diag.rating_formulas(target, pred)["image retrieval against the centre (InfoNCE, τ 0.1)"]
+    assert retrieval[4] >= 2 * np.log(16) - 1e-4 and retrieval[2] < 2 * np.log(16) - 1.0
+    spread = diag.prediction_spread(pred)
+    assert spread[4] == pytest.approx(0.0, abs=1e-6) and (spread[[0, 1]] > 0.5).all()
