@@ -90,6 +90,15 @@ def test_rating_benchmark_over_seeds(shared_data, tmp_path):
             assert -1 <= b["split_half"]["spearman"] <= 1 and -1 <= b["centrality"]["rating_vs_prediction_spread"] <= 1
         assert found[seed][1]["conditional"]["prefix"] == next(x for x in seeds if x["seed"] == int(seed))["best_paths"][:1]
     assert "Split-half reliability" in (tmp_path / "diag" / "diagnostics.md").read_text()
+    # training block 1 again on top of seed 0's block 0, without overrides, gives its table back exactly;
+    # another setting trains it differently
+    study = _load_benchmark("block_study.py")
+    assert study.main(["--from", str(out), "--block", "1", "--seeds", "0", "--out", str(tmp_path / "same")]) == 0
+    again = json.loads((tmp_path / "same" / "seed-0" / "block.json").read_text())
+    assert again["table"] == dict(first["tables"][1]) and again["best_path"] == first["best_paths"][1]
+    assert study.main(["--from", str(out), "--block", "1", "--seeds", "0", "--out", str(tmp_path / "other-k"),
+                       "--set", "train.paths_per_step=2"]) == 0
+    assert json.loads((tmp_path / "other-k" / "seed-0" / "block.json").read_text())["table"] != again["table"]
     # re-rating the trained runs with the same rating settings gives their tables back exactly
     again = tmp_path / "again"
     assert bench.main([*TINY, "--data-dir", str(data_dir), "--out", str(again), "--seeds", "0,1",
