@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import time
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     from scipy.stats import spearmanr
 
     from bossnas.evaluation.correlation import load_truth
-    from bossnas.evaluation.size_controlled import partial_spearman, path_marginals
+    from bossnas.evaluation.size_controlled import block_accuracy, path_marginals
 
     overrides = dict(item.split("=", 1) for item in args.set)
     u = Universe("nats-sss")
@@ -103,11 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             result = study_seed(args.source / f"seed-{seed}" / "run", args.block, overrides, scratch)
             shutil.rmtree(scratch, ignore_errors=True)
             write_json(done, result)
-        paths = u.block_paths[args.block]
-        score = -np.array([result["table"][p] for p in paths])
-        log_width = np.array([sum(math.log(int(w)) for w in p.split(":")) for p in paths])
-        figures = {"seed": seed, "spearman": float(spearmanr(score, marginal)[0]),
-                   "partial_log_width": float(partial_spearman(score, marginal, log_width)),
+        score = -np.array([result["table"][p] for p in u.block_paths[args.block]])
+        log_width = u.path_covariates(args.block)["log width"]
+        accuracy = block_accuracy(args.block, score, marginal, {"log width": log_width})
+        figures = {"seed": seed, "spearman": accuracy.spearman, "partial_log_width": accuracy.partial["log width"],
                    "spearman_vs_log_width": float(spearmanr(score, log_width)[0]),
                    "best_path": result["best_path"], "seconds": result["seconds"]}
         per_seed.append(figures)

@@ -33,7 +33,6 @@ Costs about the rating time of a seed (3 minutes at the cpu preset on one core).
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
 import sys
 import time
@@ -75,8 +74,9 @@ def _retrieval_loss(pred: torch.Tensor, centre: torch.Tensor, temperature: float
 
 
 def rating_formulas(target: torch.Tensor, pred: torch.Tensor) -> dict[str, np.ndarray]:
-    """Ratings (lower = better) of every path from its raw target projections and raw online
-    predictions, both ``[paths, 2 views, N, D]``, under several formulas."""
+    """Ratings (lower = better) of every path from its raw target projections and its
+    normalised online predictions (what rating compares), both ``[paths, 2 views, N, D]``,
+    under several formulas."""
     n = target.shape[0]
     centre = target.mean(0)
     same = lambda x: x  # noqa: E731
@@ -102,26 +102,9 @@ def prediction_spread(pred: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def _raw_outputs(model, block: int, path, norms, recal: list[torch.Tensor], rate: tuple[torch.Tensor, torch.Tensor],
-                 batch: int, bn_recalibration: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One path's raw target projections and raw predictions ``[2, N, D]``, BN recalibrated as in rating."""
-    from bossnas.search.rating import _batched, _recalibrate_norms
-
-    def both(x: torch.Tensor) -> None:
-        model.predict(x, block, path)
-        model.project_target(x, block, path)
-
-    if bn_recalibration:
-        _recalibrate_norms(norms, both, recal)
-    target = torch.stack([_batched(lambda x: model.project_target(x, block, path), v, batch).float() for v in rate])
-    pred = torch.stack([_batched(lambda x: model.predict(x, block, path), v, batch).float() for v in rate])
-    return target, pred
-
-
-@torch.no_grad()
 def block_outputs(run_dir: Path, scratch: Path) -> list[dict]:
-    """Raw target projections and raw predictions of every path of every rated block, as rated."""
-    from bossnas.search.rating import _block_norms_in_eval
+    """Raw target projections and normalised predictions of every path of every rated block, as rated."""
+    from bossnas.search.rating import path_outputs
     from bossnas.train.runner import BlockwiseSearch, load_run
 
     config, ckpt = load_run(run_dir)
@@ -136,9 +119,8 @@ def block_outputs(run_dir: Path, scratch: Path) -> list[dict]:
         search.state.best_paths = list(state["best_paths"][:block])
         recal, rate = search.rating_inputs(block)
         paths = search.space.block_paths(block, search.space.parse_path(block - 1, state["best_paths"][block - 1]) if block else None)
-        norms = _block_norms_in_eval(model, block, config.search.recalibrate_predictor)
-        outputs = [_raw_outputs(model, block, path, norms, recal, rate, batch, config.search.bn_recalibration)
-                   for path in paths]
+        outputs = [path_outputs(model, block, path, recal, rate, batch, config.search.bn_recalibration,
+                                recalibrate_predictor=config.search.recalibrate_predictor) for path in paths]
         blocks.append({"paths": [search.space.format_path(p) for p in paths], "target": torch.stack([t for t, _ in outputs]),
                        "pred": torch.stack([p for _, p in outputs]), "table": dict(state["tables"][str(block)]),
                        "best_paths": state["best_paths"]})
@@ -155,7 +137,7 @@ def diagnose(blocks: list[dict], u: Universe, truth: np.ndarray) -> list[dict]:
         paths = e["paths"]
         index = [u.block_paths[b].index(p) for p in paths]
         marginal = path_marginals(u.path_index[:, b], truth, len(u.block_paths[b]))[index]
-        log_width = np.array([sum(math.log(int(w)) for w in p.split(":")) for p in paths])
+        log_width = u.path_covariates(b)["log width"][index]
         formulas = rating_formulas(e["target"], e["pred"])
         stored = np.array([e["table"][p] for p in paths])
         row = {"block": b, "paths": len(paths),
