@@ -111,6 +111,18 @@ def start_bossnas(*args: str, pause_at: dict | None = None, pause_after_record: 
     return proc
 
 
+def search_checkpoint_state(path: Path) -> tuple | None:
+    """(block, phase, epoch, step) of a search checkpoint; None while it is missing or half-written."""
+    from bossnas.errors import BossNASError
+    from bossnas.utils.io import load_checkpoint
+
+    try:
+        s = load_checkpoint(path)["state"]
+    except BossNASError:
+        return None
+    return s["block"], s["phase"], s["epoch"], s["step"]
+
+
 def wait_until_paused(proc: subprocess.Popen, timeout: float = 180) -> int:
     """Wait until the child of a process started with ``pause_at`` or ``pause_after_record``
     (the process itself, or a torchrun worker) has stopped itself; returns its pid. It stays

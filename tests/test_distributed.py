@@ -9,7 +9,13 @@ import signal
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import TINY, assert_steps_once_in_order, logged_steps, wait_until_paused
+from conftest import (
+    TINY,
+    assert_steps_once_in_order,
+    logged_steps,
+    search_checkpoint_state,
+    wait_until_paused,
+)
 
 from bossnas import distributed as dist
 from bossnas.config import load_config
@@ -110,14 +116,6 @@ def test_two_processes_keep_identical_weights_and_rate_like_one(two_process_run,
     assert_steps_once_in_order(logged_steps(tmp / "run"), blocks=3, per_block=3)
 
 
-def _state(ckpt_path):
-    try:
-        s = load_checkpoint(ckpt_path)["state"]
-    except BossNASError:
-        return None
-    return s["block"], s["phase"], s["epoch"], s["step"]
-
-
 @pytest.mark.slow
 def test_nproc_sigterm_then_resume_matches_uninterrupted_run(two_process_run, tmp_path, launched):
     tmp, ranks = two_process_run
@@ -133,7 +131,7 @@ def test_nproc_sigterm_then_resume_matches_uninterrupted_run(two_process_run, tm
     lines = [line for line in err.splitlines() if line.startswith("error")]
     assert len(lines) == 1 and "interrupted by SIGTERM" in lines[0] and "--resume" in lines[0], err
     assert "Traceback" not in err and "ChildFailedError" not in err
-    block, phase, epoch, step = _state(out / "checkpoint.pt")
+    block, phase, epoch, step = search_checkpoint_state(out / "checkpoint.pt")
     assert (block, phase) == (0, "train") and step >= 1
     proc = launched("run", "--resume", "--out", str(out), "--quiet", "--nproc", str(WORLD))
     _, err = proc.communicate(timeout=300)

@@ -16,6 +16,7 @@ from conftest import (
     TINY,
     assert_steps_once_in_order,
     logged_steps,
+    search_checkpoint_state,
     start_bossnas,
     stop_at_augment_call,
     wait_until_paused,
@@ -34,14 +35,6 @@ from bossnas.utils.io import CHECKSUM_MARKER, load_checkpoint, save_checkpoint
 #: of them would show in the ratings
 QUICK = TINY + ["train.paths_per_step=2", "train.checkpoint_every=1", "search.bn_recalibration=false"]
 
-
-
-def _state(path):
-    try:
-        s = load_checkpoint(path)["state"]
-    except BossNASError:
-        return None
-    return s["block"], s["phase"], s["epoch"], s["step"]
 
 
 def _pause_at(state):
@@ -95,7 +88,7 @@ def test_kill_9_at_a_random_step_then_resume_matches_uninterrupted_run(reference
         time.sleep(delay)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
-    where = f"killed after checkpoint {target} + {delay:.2f}s (BOSSNAS_KILL_SEED={seed}), resumed from {_state(out / 'checkpoint.pt')}"
+    where = f"killed after checkpoint {target} + {delay:.2f}s (BOSSNAS_KILL_SEED={seed}), resumed from {search_checkpoint_state(out / 'checkpoint.pt')}"
     print(where)  # shown with -s / -rP
     resumed = launched("run", "--resume", "--out", str(out), "--quiet")
     _, err = resumed.communicate(timeout=300)
@@ -127,7 +120,7 @@ def test_sigterm_in_training_and_in_rating_saves_and_resumes(reference, tmp_path
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert err.strip().splitlines()[-1].startswith("error: interrupted by SIGTERM while rating block 0 (")
-    assert _state(ckpt) == (0, "rate", 1, 0)
+    assert search_checkpoint_state(ckpt) == (0, "rate", 1, 0)
 
     proc = launched("run", "--resume", "--out", str(out), "--quiet")
     _, err = proc.communicate(timeout=300)
@@ -242,7 +235,7 @@ def test_force_with_bad_input_keeps_the_run(started):
     with pytest.raises(BossNASError, match="train.paths_per_step=9 is out of range .* expected 1..8"):
         BlockwiseSearch.open(load_config("quickstart", QUICK + ["train.paths_per_step=9"]), run_dir, force=True)
     assert sorted(p.name for p in run_dir.iterdir()) == before
-    assert _state(run_dir / "checkpoint.pt") == (0, "train", 0, 0)
+    assert search_checkpoint_state(run_dir / "checkpoint.pt") == (0, "train", 0, 0)
 
 
 @pytest.mark.parametrize("override, message", [
