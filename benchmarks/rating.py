@@ -18,12 +18,15 @@ it writes every architecture's rating (``seed-S/ratings.csv``) and cost (``costs
 
     python benchmarks/rating.py --preset smoke
     python benchmarks/rating.py --preset cpu --seeds 0,1,2
+    python benchmarks/rating.py --preset gpu --device cuda --seeds 0,1,2 --jobs 3   # seeds side by side
     python benchmarks/rating.py --preset cpu --seeds 0,1,2 --ablation heads-4096
     python benchmarks/rating.py --preset cpu --seeds 0,1,2 --blocks 1      # block 0 only: its per-block figure
     python benchmarks/rating.py --space nasbench-macro --preset cpu --seeds 0,1,2
 
 Each seed runs in ``OUT/seed-S/`` and is resumable: a finished seed is reused, an interrupted one
-continues from its checkpoint (``--fresh`` starts over). Budgets (``--preset``): smoke = a few CPU
+continues from its checkpoint (``--fresh`` starts over). ``--jobs N`` runs up to N seeds side by
+side, each in its own process with its share of the CPU cores (or on the one GPU), and reports
+when all are done. Budgets (``--preset``): smoke = a few CPU
 minutes, cpu = at most 60 minutes a seed on 2 CPU cores, gpu = minutes on one GPU.
 """
 
@@ -289,6 +292,79 @@ def official_block_tables(official: Path) -> list[dict[str, float]]:
     return [tables[b] for b in sorted(tables)]
 
 
+# ----------------------------------------------------------------------------- seeds side by side
+def worker_command(args: argparse.Namespace, seed: int, out: Path) -> list[str]:
+    """This script's command line for one seed of ``args``, written into ``out`` without a report."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--space", args.space, "--preset", args.preset,
+           "--ablation", args.ablation, "--seeds", str(seed), "--data-dir", str(args.data_dir),
+           "--out", str(out), "--device", args.device, "--quiet", "--no-report"]
+    for flag, value in (("--blocks", args.blocks), ("--archive", args.archive), ("--truth", args.truth),
+                        ("--official", args.official), ("--rerate-from", args.rerate_from)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    if args.fresh:
+        cmd.append("--fresh")
+    for item in args.set:
+        cmd += ["--set", item]
+    return cmd
+
+
+def worker_env(jobs: int) -> dict[str, str]:
+    """Each worker's share of the CPU cores as its torch thread count, unless OMP_NUM_THREADS is set.
+
+    On a GPU the seeds run side by side on the one device: a step of these small networks is
+    bound by kernel launches (BENCHMARKS.md, Throughput on a GPU), so the device has room.
+    """
+    import os
+
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def run_side_by_side(args: argparse.Namespace, seeds: list[int], out: Path) -> None:
+    """Run ``seeds`` in up to ``args.jobs`` worker processes; each writes OUT/seed-S/result.json.
+
+    A worker that fails stops the others (they keep their checkpoints, so the next call
+    resumes them) and ends the benchmark with the path of its log.
+    """
+    import subprocess
+
+    env = worker_env(args.jobs)
+    queue = list(seeds)
+    running: dict[int, tuple[subprocess.Popen, Path, float]] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < args.jobs:
+                seed = queue.pop(0)
+                log = out / f"seed-{seed}" / "log.txt"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                with open(log, "a") as f:
+                    proc = subprocess.Popen(worker_command(args, seed, out), stdout=f, stderr=subprocess.STDOUT, env=env)
+                running[seed] = (proc, log, time.perf_counter())
+                print(f"seed {seed}: started (log {log})", flush=True)
+            time.sleep(0.5)
+            for seed, (proc, log, start) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[seed]
+                if proc.returncode != 0:
+                    raise SystemExit(f"seed {seed} failed (exit {proc.returncode}); see {log}")
+                print(f"seed {seed}: finished in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+    except KeyboardInterrupt:
+        # the workers got the same Ctrl-C and are saving their checkpoints: wait, do not signal again
+        for proc, _, _ in running.values():
+            proc.wait()
+        raise SystemExit("interrupted; run the same command again to resume every seed") from None
+    finally:
+        for proc, _, _ in running.values():
+            if proc.poll() is None:
+                proc.terminate()  # one SIGTERM: the worker stops after its step and saves a checkpoint
+        for proc, _, _ in running.values():
+            proc.wait()
+
+
 # ----------------------------------------------------------------------------- aggregation
 def _leaves(tree, prefix: str = "") -> dict[str, float]:
     """Flatten nested figures to 'a/b/c' -> number (lists by index), numbers only."""
@@ -340,7 +416,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config override on top of the preset and ablation (repeatable)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="run up to N seeds side by side, each in its own process (log in OUT/seed-S/log.txt)")
+    parser.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)  # a --jobs worker
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be 1 or more")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     extra = dict(item.split("=", 1) for item in args.set)
     suffix = ("" if args.blocks is None else f"-blocks{args.blocks}") + ("-rerated" if args.rerate_from else "")
@@ -363,11 +444,17 @@ def main(argv: list[str] | None = None) -> int:
         truth_map = load_truth(truth_path)
         truth = np.array([truth_map[a] for a in u.archs])
 
+    side_by_side: set[int] = set()
+    pending = [s for s in seeds if args.fresh or not (out / f"seed-{s}" / "result.json").is_file()]
+    if args.jobs > 1 and len(pending) > 1:
+        run_side_by_side(args, pending, out)
+        side_by_side = set(pending)
+
     per_seed = []
     for seed in seeds:
         folder = out / f"seed-{seed}"
         done = folder / "result.json"
-        if done.is_file() and not args.fresh:
+        if done.is_file() and (not args.fresh or seed in side_by_side):
             result = json.loads(done.read_text())
         else:
             folder.mkdir(parents=True, exist_ok=True)
@@ -389,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
                 f.write("arch,rating\n" + "".join(f"{a},{r:.8f}\n" for a, r in zip(u.archs, ratings)))
         per_seed.append({"seed": seed, "timing": result["timing"], "best_paths": result["best_paths"],
                          "resumed": result.get("resumed", False), "overrides": result["overrides"], **figures})
+    if args.no_report:
+        return 0
 
     baselines = {name: {"archs": score_figures(u, score, truth)}
                  for name, score in baseline_scores(u, args.official, seeds[0]).items()} if truth is not None else {}

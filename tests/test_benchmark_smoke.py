@@ -116,6 +116,37 @@ def test_rating_benchmark_over_seeds(shared_data, tmp_path):
 
 
 @pytest.mark.slow
+def test_rating_benchmark_seeds_side_by_side(shared_data, tmp_path, monkeypatch):
+    """--jobs 2 runs each seed in its own process: the same tables as running that seed here."""
+    import torch
+
+    bench = _load_benchmark()
+    data_dir = Path(os.environ.get("BOSSNAS_DATA", Path.home() / ".cache" / "bossnas-data"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the workers' thread count, and ours below
+    out = tmp_path / "jobs"
+    assert bench.main([*TINY, "--data-dir", str(data_dir), "--out", str(out), "--seeds", "0,1", "--jobs", "2"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [s["seed"] for s in report["ours"]["per_seed"]] == [0, 1]
+    assert "archs/spearman" in report["ours"]["mean_sd"] and report["ours"]["mean_sd"]["archs/spearman"]["n"] == 2
+    assert all((out / f"seed-{s}" / "log.txt").is_file() for s in (0, 1))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = tmp_path / "here"
+        assert bench.main([*TINY, "--data-dir", str(data_dir), "--out", str(here), "--seeds", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert (json.loads((here / "seed-1" / "result.json").read_text())["tables"]
+            == json.loads((out / "seed-1" / "result.json").read_text())["tables"])
+    # a worker that fails ends the benchmark with its log, not a hang or a half report
+    bad = tmp_path / "bad"
+    with pytest.raises(SystemExit, match=r"seed \d failed .*log.txt"):
+        bench.main([*TINY, "--data-dir", str(data_dir), "--out", str(bad), "--seeds", "0,1", "--jobs", "2",
+                    "--set", "train.epohcs=2"])
+    assert "epohcs" in (bad / "seed-0" / "log.txt").read_text() and not (bad / "report.json").exists()
+
+
+@pytest.mark.slow
 def test_rating_benchmark_one_block(shared_data, tmp_path):
     """--blocks 1 trains and rates block 0 only and reports its per-block figures."""
     bench = _load_benchmark()
