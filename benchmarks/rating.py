@@ -509,6 +509,15 @@ def _value(x: float | None, digits: int = 3) -> str:
     return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
 
+def _seed_wall(seed: dict) -> str:
+    """A seed's wall time; a resumed one also counts the training and rating of its earlier calls."""
+    t = seed["timing"]
+    if not seed["resumed"]:
+        return f"seed {seed['seed']} {t['wall_s'] / 60:.1f} min"
+    return (f"seed {seed['seed']} {(t['train_s'] + t['rate_s']) / 60:.1f} min of training and rating "
+            f"(resumed: {t['wall_s'] / 60:.1f} min in the last call)")
+
+
 def render_markdown(report: dict) -> str:
     ours, seeds = report["ours"], report["seeds"]
     ms = ours["mean_sd"]
@@ -523,8 +532,7 @@ def render_markdown(report: dict) -> str:
         f"- machine: {report['machine']['machine']}, {report['machine']['cpu_count']} cores, torch {report['machine']['torch']}"
         + (f", {report['machine']['gpu']}" if "gpu" in report["machine"] else "") + f"; {report['machine']['date']}",
         f"- settings: {', '.join(f'{k}={v}' for k, v in first['overrides'].items() if k not in ('device', 'seed'))}",
-        "- wall per seed: " + ", ".join(f"seed {s['seed']} {s['timing']['wall_s'] / 60:.1f} min"
-                                       + (" (resumed)" if s["resumed"] else "") for s in ours["per_seed"])
+        "- wall per seed: " + ", ".join(_seed_wall(s) for s in ours["per_seed"])
         + f" (training {np.mean([x['train_s'] for x in t]) / 60:.1f} min, rating {np.mean([x['rate_s'] for x in t]) / 60:.1f} min on average)",
         "",
         "Every score is oriented so that larger = predicted better (ratings negated). Size-controlled columns: "

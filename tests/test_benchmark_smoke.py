@@ -202,3 +202,12 @@ def test_diagnostic_formulas_rate_a_path_that_predicts_the_centre_best_and_measu
     assert retrieval[4] >= 2 * np.log(16) - 1e-4 and retrieval[2] < 2 * np.log(16) - 1.0
     spread = diag.prediction_spread(pred)
     assert spread[4] == pytest.approx(0.0, abs=1e-6) and (spread[[0, 1]] > 0.5).all()
+
+
+def test_report_counts_a_resumed_seeds_earlier_calls():
+    """A resumed seed's wall time is its training and rating over all calls, not the last call's."""
+    bench = _load_benchmark()
+    resumed = {"seed": 0, "resumed": True, "timing": {"wall_s": 12.0, "train_s": 420.0, "rate_s": 6.0}}
+    assert bench._seed_wall(resumed) == "seed 0 7.1 min of training and rating (resumed: 0.2 min in the last call)"
+    fresh = {"seed": 1, "resumed": False, "timing": {"wall_s": 150.0, "train_s": 140.0, "rate_s": 5.0}}
+    assert bench._seed_wall(fresh) == "seed 1 2.5 min"
