@@ -158,6 +158,25 @@ def rerate_seed(trained: Path, overrides: dict, folder: Path, device: str, quiet
             "timing": {"wall_s": rate_s, "train_s": 0.0, "rate_s": rate_s}, "device": str(search.device)}
 
 
+def seed_result(args: argparse.Namespace, seed: int, folder: Path, data_dir: Path, fresh: bool) -> dict:
+    """``folder/result.json`` of one seed: reused when there (unless ``fresh``), else trained or re-rated."""
+    import json
+
+    done = folder / "result.json"
+    if done.is_file() and not fresh:
+        return json.loads(done.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    extra = dict(item.split("=", 1) for item in args.set)
+    if args.rerate_from is not None:
+        result = rerate_seed(args.rerate_from / f"seed-{seed}" / "run", {**ABLATIONS[args.ablation], **extra},
+                             folder, args.device, args.quiet)
+    else:
+        result = run_seed(args.space, args.preset, args.ablation, extra, data_dir, folder, args.device, seed,
+                          fresh, args.quiet, args.blocks)
+    write_json(done, result)
+    return result
+
+
 # ----------------------------------------------------------------------------- the space's archs
 class Universe:
     """Every architecture of the space at the ground truth's input size, with its costs and block paths."""
@@ -319,7 +338,6 @@ def worker_env(jobs: int) -> dict[str, str]:
 
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     return env
 
 
@@ -423,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1:
         parser.error("--jobs must be 1 or more")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    extra = dict(item.split("=", 1) for item in args.set)
+    if any("=" not in item for item in args.set):
+        parser.error("--set takes KEY=VALUE, e.g. --set train.epochs=4")
     suffix = ("" if args.blocks is None else f"-blocks{args.blocks}") + ("-rerated" if args.rerate_from else "")
     out = args.out or REPO / "bench-out" / f"rating-{args.space}-{args.preset}-{args.ablation}{suffix}"
     out.mkdir(parents=True, exist_ok=True)
@@ -433,9 +452,12 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = ensure_cifar10(args.data_dir, args.archive)
     prepare_s = time.perf_counter() - load_start
 
-    import json
-
     from bossnas.evaluation.correlation import load_truth
+
+    if args.no_report:  # a --jobs worker: its seeds' result.json, nothing else
+        for seed in seeds:
+            seed_result(args, seed, out / f"seed-{seed}", data_dir, fresh=args.fresh)
+        return 0
 
     u = Universe(args.space)
     u.write_costs(out / "costs.csv")
@@ -453,18 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     per_seed = []
     for seed in seeds:
         folder = out / f"seed-{seed}"
-        done = folder / "result.json"
-        if done.is_file() and (not args.fresh or seed in side_by_side):
-            result = json.loads(done.read_text())
-        else:
-            folder.mkdir(parents=True, exist_ok=True)
-            if args.rerate_from is not None:
-                result = rerate_seed(args.rerate_from / f"seed-{seed}" / "run", {**ABLATIONS[args.ablation], **extra},
-                                     folder, args.device, args.quiet)
-            else:
-                result = run_seed(args.space, args.preset, args.ablation, extra, data_dir, folder, args.device, seed,
-                                  args.fresh, args.quiet, args.blocks)
-            write_json(done, result)
+        result = seed_result(args, seed, folder, data_dir, fresh=args.fresh and seed not in side_by_side)
         tables = result["tables"]
         figures = {"blocks": block_figures(u, tables, truth)}
         if len(tables) == len(u.block_paths):
@@ -476,8 +487,6 @@ def main(argv: list[str] | None = None) -> int:
                 f.write("arch,rating\n" + "".join(f"{a},{r:.8f}\n" for a, r in zip(u.archs, ratings)))
         per_seed.append({"seed": seed, "timing": result["timing"], "best_paths": result["best_paths"],
                          "resumed": result.get("resumed", False), "overrides": result["overrides"], **figures})
-    if args.no_report:
-        return 0
 
     baselines = {name: {"archs": score_figures(u, score, truth)}
                  for name, score in baseline_scores(u, args.official, seeds[0]).items()} if truth is not None else {}
