@@ -4,7 +4,8 @@ A per-block figure (Spearman of a block's path ratings against each path's margi
 and the partial Spearman after log width) is the cheapest signal of whether a training setting
 helps, but a full run spends most of its time on block 0. This takes each seed of a finished
 ``benchmarks/rating.py`` folder (NATS-Bench SSS), keeps its trained blocks before ``--block``
-(weights and BatchNorm statistics as the original run's block saw them) and its best paths,
+(weights and BatchNorm statistics as the original run's block saw them when it started: the
+checkpoint kept after the block before it was rated) and its best paths,
 starts block ``--block`` and everything after it from the seed's initial weights, trains and
 rates that block with the ``--set`` overrides, and reports the block's figures per seed and as
 mean ± sd. Without overrides it reproduces the original block's table (checked on seed 0 of the
@@ -29,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write_json  # noqa: E402
-from rating import NATS_TRUTH, Universe  # noqa: E402
+from rating import NATS_TRUTH, Universe, rated_checkpoint  # noqa: E402
 
 
 def _fresh_keys(model, block: int) -> set[str]:
@@ -50,7 +51,10 @@ def study_seed(run_dir: Path, block: int, overrides: dict[str, str], scratch: Pa
     from bossnas.config import set_key
     from bossnas.train.runner import BlockwiseSearch, RunState, load_run
 
-    config, ckpt = load_run(run_dir)
+    config, final = load_run(run_dir)
+    # the supernet as block ``block`` started training in the original run: right after block
+    # ``block - 1`` was rated (a learning prefix changes the earlier blocks after that)
+    ckpt = rated_checkpoint(run_dir, block - 1, config, final)
     for key, value in overrides.items():
         set_key(config, key, yaml.safe_load(value))
     config.device = "cpu"

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -84,6 +85,17 @@ ABLATIONS: dict[str, dict[str, object]] = {
     "strong-aug": {"data.augment": "imagenet"},
     # three times the training per block (the cpu preset's 2 epochs -> 6; about 25 minutes a seed)
     "epochs-6": {"train.epochs": 6},
+    # issue 19: the training before the official code's details became the defaults, and one
+    # detail at a time on top of it. frozen-prefix = all of the earlier behaviour: earlier blocks
+    # frozen and fed by the target in eval mode, EMA target adapters, PyTorch's head init
+    "frozen-prefix": {"train.prefix": "frozen", "model.target_adapter": "ema", "model.head_init": "torch"},
+    # item 1 alone: the earlier blocks keep learning through the online network
+    "online-prefix": {"train.prefix": "online", "model.target_adapter": "ema", "model.head_init": "torch"},
+    # item 2 alone: the target's channel adapters stay the copies they started as
+    "fixed-adapter": {"train.prefix": "frozen", "model.target_adapter": "fixed", "model.head_init": "torch"},
+    # items 1 + 2
+    "online-fixed": {"train.prefix": "online", "model.target_adapter": "fixed", "model.head_init": "torch"},
+    # (items 1 + 2 + 4 are the defaults: ablation none)
 }
 
 SPACES = ("nats-sss", "nasbench-macro")
@@ -108,7 +120,14 @@ def run_seed(space: str, preset: str, ablation: str, extra: dict, data_dir: Path
     resume = not fresh and (run_dir / "checkpoint.pt").is_file()
     start = time.perf_counter()
     search = BlockwiseSearch.open(config, run_dir, resume=resume, force=not resume, show_progress=not quiet)
-    state = search.run(stop_after_block=blocks)
+    # block by block, keeping the checkpoint each block was rated from: a learning prefix goes on
+    # training after its rating, so the final checkpoint no longer holds the blocks as rated
+    last = len(search.space.blocks) if blocks is None else blocks
+    state = search.state
+    for block in range(state.block, last):
+        state = search.run(stop_after_block=block + 1)
+        shutil.copyfile(run_dir / "checkpoint.pt", rated_checkpoint_path(run_dir, block))
+    search.folder.unlock()
     wall = time.perf_counter() - start
     tables = [dict(state.tables[str(b)]) for b in range(len(state.tables))]
     return {"seed": seed, "tables": tables, "best_paths": state.best_paths, "resumed": resume,
@@ -120,18 +139,19 @@ def run_seed(space: str, preset: str, ablation: str, extra: dict, data_dir: Path
 def rerate_seed(trained: Path, overrides: dict, folder: Path, device: str, quiet: bool) -> dict:
     """Rate every block of a finished run again with other rating settings (``search.*`` only).
 
-    A block's weights do not change after its training, and the frozen blocks before it keep
-    the BatchNorm statistics they had when it was rated, so each block is re-rated from the
-    run's final checkpoint, along the run's own best paths before it: exactly the ratings a
-    run with these rating settings would give for the same trained supernet (with the same
-    settings, the original tables come out; tested). Later blocks were trained on the run's
-    own choices, so this isolates the rating procedure from training.
+    Each block is re-rated from the checkpoint it was rated from (``run/rated-block-K.pt``; a
+    frozen-prefix run written without them: the final checkpoint, since there a block's weights
+    do not change after its training and the frozen blocks before it keep the BatchNorm
+    statistics they had when it was rated), along the run's own best paths before it: exactly
+    the ratings a run with these rating settings would give for the same trained supernet
+    (with the same settings, the original tables come out; tested). Later blocks were trained
+    on the run's own choices, so this isolates the rating procedure from training.
     """
     from bossnas.config import set_key
     from bossnas.search.rating import rate_block
     from bossnas.train.runner import BlockwiseSearch, load_run
 
-    config, ckpt = load_run(trained)
+    config, final = load_run(trained)
     fingerprint = config.fingerprint()
     for key, value in overrides.items():
         set_key(config, key, value)
@@ -139,11 +159,11 @@ def rerate_seed(trained: Path, overrides: dict, folder: Path, device: str, quiet
         raise SystemExit(f"--rerate-from changes rating settings only (search.*); {sorted(overrides)} change training")
     config.device = device
     search = BlockwiseSearch(config, folder / "rerate", show_progress=not quiet)
-    state = ckpt["state"]
+    state = final["state"]
     start = time.perf_counter()
     tables = []
     for block in range(len(state["tables"])):
-        search.model.load_state_dict(ckpt["model"])
+        search.model.load_state_dict(rated_checkpoint(trained, block, config, final)["model"])
         search.state.best_paths = list(state["best_paths"][:block])
         recal, rate = search.rating_inputs(block)
         paths = search.space.block_paths(block)
@@ -311,6 +331,59 @@ def official_block_tables(official: Path) -> list[dict[str, float]]:
     return [tables[b] for b in sorted(tables)]
 
 
+def rated_checkpoint_path(run_dir: Path, block: int) -> Path:
+    """Where :func:`run_seed` keeps the checkpoint written right after block ``block`` was rated."""
+    return run_dir / f"rated-block-{block}.pt"
+
+
+def rated_checkpoint(run_dir: Path, block: int, config, final: dict | None = None) -> dict:
+    """The checkpoint that block ``block`` of a finished run was rated from (and that block
+    ``block + 1`` started training from): its kept copy, or, for a frozen-prefix run written
+    before the copies were kept, the final checkpoint (nothing of block ``block`` changes after
+    its rating there). A learning prefix without its copies cannot be re-rated: its earlier
+    blocks went on training."""
+    from bossnas.utils.io import load_checkpoint
+
+    kept = rated_checkpoint_path(run_dir, block)
+    if kept.is_file():
+        return load_checkpoint(kept)
+    if config.train.prefix != "frozen":
+        raise SystemExit(f"{run_dir} has no {kept.name}: its earlier blocks kept learning (train.prefix=online), so the "
+                         "final checkpoint does not hold block {block} as it was rated; train the seed again with this script")
+    return final if final is not None else load_checkpoint(run_dir / "checkpoint.pt")
+
+
+def seed_agreement(tables: list[list[dict[str, float]]]) -> list[dict]:
+    """Per block: the Spearman between every two seeds' rating tables (the paths they share), and its mean."""
+    from itertools import combinations
+
+    from scipy.stats import spearmanr
+
+    out = []
+    for block in range(min(len(t) for t in tables)):
+        pairs = {}
+        for (i, a), (j, b) in combinations(enumerate(tables), 2):
+            shared = sorted(set(a[block]) & set(b[block]))
+            if len(shared) > 2:
+                pairs[f"{i}-{j}"] = float(spearmanr([a[block][p] for p in shared], [b[block][p] for p in shared])[0])
+        out.append({"block": block, "pairs": pairs, "mean": float(np.mean(list(pairs.values()))) if pairs else None})
+    return out
+
+
+def seed_mean_tables(tables: list[list[dict[str, float]]]) -> list[dict[str, float]]:
+    """The seeds' block tables averaged after standardising each (mean 0, sd 1 over its paths):
+    an ensemble of the seeds' ratings, for paths every seed rated."""
+    out = []
+    for block in range(min(len(t) for t in tables)):
+        shared = sorted(set.intersection(*(set(t[block]) for t in tables)))
+        z = []
+        for t in tables:
+            values = np.array([t[block][p] for p in shared])
+            z.append((values - values.mean()) / (values.std() or 1.0))
+        out.append(dict(zip(shared, np.mean(z, axis=0).tolist())))
+    return out
+
+
 # ----------------------------------------------------------------------------- seeds side by side
 def worker_command(args: argparse.Namespace, seed: int, out: Path) -> list[str]:
     """This script's command line for one seed of ``args``, written into ``out`` without a report."""
@@ -472,11 +545,12 @@ def main(argv: list[str] | None = None) -> int:
         run_side_by_side(args, pending, out)
         side_by_side = set(pending)
 
-    per_seed = []
+    per_seed, all_tables = [], []
     for seed in seeds:
         folder = out / f"seed-{seed}"
         result = seed_result(args, seed, folder, data_dir, fresh=args.fresh and seed not in side_by_side)
         tables = result["tables"]
+        all_tables.append(tables)
         figures = {"blocks": block_figures(u, tables, truth)}
         if len(tables) == len(u.block_paths):
             ratings = u.ratings(tables)
@@ -490,13 +564,22 @@ def main(argv: list[str] | None = None) -> int:
 
     baselines = {name: {"archs": score_figures(u, score, truth)}
                  for name, score in baseline_scores(u, args.official, seeds[0]).items()} if truth is not None else {}
+    agreement = seed_agreement(all_tables) if len(seeds) > 1 else []
+    if len(seeds) > 1 and truth is not None and all(len(t) == len(u.block_paths) for t in all_tables):
+        # what the seeds' ratings give together: as many supernets trained as the seeds, one
+        # rating; beside one seed trained as long (BENCHMARKS.md)
+        mean_tables = seed_mean_tables(all_tables)
+        if all(len(t) == len(p) for t, p in zip(mean_tables, u.block_paths)):
+            baselines[f"mean of seeds {','.join(map(str, seeds))}' standardised block ratings"] = {
+                "archs": score_figures(u, -u.ratings(mean_tables), truth), "blocks": block_figures(u, mean_tables, truth)}
     if truth is not None and args.space == "nats-sss" and args.official is not None:
         baselines["official BossNAS ratings"]["blocks"] = block_figures(u, official_block_tables(args.official), truth)
     report = {
         "space": args.space, "preset": args.preset, "ablation": args.ablation, "blocks": args.blocks, "seeds": seeds,
         "truth": str(truth_path) if truth_path else None, "machine": machine(), "prepare_s": prepare_s,
         "architectures": len(u.archs), "best_accuracy": None if truth is None else float(truth.max()),
-        "ours": {"per_seed": per_seed, "mean_sd": mean_sd([{k: s[k] for k in ("blocks", "archs") if k in s} for s in per_seed])},
+        "ours": {"per_seed": per_seed, "mean_sd": mean_sd([{k: s[k] for k in ("blocks", "archs") if k in s} for s in per_seed]),
+                 "seed_agreement": agreement},
         "baselines": baselines,
         "command": "python benchmarks/rating.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
@@ -600,10 +683,10 @@ def render_markdown(report: dict) -> str:
             for s in ours["per_seed"]:
                 flat = _leaves({"blocks": s["blocks"]})
                 lines.append(f"| ours, seed {s['seed']} | " + row(lambda k, f=flat: _value(f.get(k), 2)) + " |")
-        official = report["baselines"].get("official BossNAS ratings", {}).get("blocks")
-        if official:
-            flat = _leaves({"blocks": official})
-            lines.append("| official BossNAS ratings | " + row(lambda k: _value(flat.get(k), 2)) + " |")
+        for name, b in report["baselines"].items():
+            if b.get("blocks"):
+                flat = _leaves({"blocks": b["blocks"]})
+                lines.append(f"| {name} | " + row(lambda k, f=flat: _value(f.get(k), 2)) + " |")
     else:
         covs = list(first["blocks"][0]["spearman_vs"]) if first["blocks"] else []
         lines += ["Per block, Spearman of the path ratings against path size (" + ", ".join(covs) + "):", "",
@@ -611,6 +694,11 @@ def render_markdown(report: dict) -> str:
         for s in ours["per_seed"]:
             lines.append(f"| {s['seed']} | " + " | ".join(" / ".join(_value(b["spearman_vs"][c], 2) for c in covs)
                                                          for b in s["blocks"]) + " |")
+    agreement = ours.get("seed_agreement") or []
+    if agreement:
+        lines += ["", "Agreement between seeds (Spearman between two seeds' tables of a block, mean over pairs [each pair]): "
+                  + "; ".join(f"block {a['block']} {_value(a['mean'], 2)} [" + ", ".join(f"{_value(v, 2)}" for v in a["pairs"].values()) + "]"
+                              for a in agreement)]
     lines += ["", "Chosen per seed: " + ", ".join(
         f"seed {s['seed']} `{s['chosen']['arch']}`" + (f" ({s['chosen']['accuracy']:.2f}%)" if s["chosen"]["accuracy"] is not None else "")
         for s in ours["per_seed"] if "chosen" in s) + "; best paths: "

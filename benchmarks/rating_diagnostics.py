@@ -1,10 +1,10 @@
 """Is it the rating or the training? Per-block diagnostics of finished rating-benchmark seeds.
 
 For every seed of a ``benchmarks/rating.py`` output folder (NATS-Bench SSS, with its accuracy
-table), this re-runs the rating inputs of every block from the seed's final checkpoint (the
+table), this re-runs the rating inputs of every block from the seed's checkpoints (the
 trained supernet, the run's own best paths before the block, BN recalibrated along each path,
 exactly what the rating saw; the recomputed official rating is checked against the run's
-table) and reports, per block:
+table; each block from the checkpoint it was rated from) and reports, per block:
 
 - **split-half reliability**: Spearman between the ratings from the first and from the second
   half of the rating images, and the Spearman-Brown estimate for all of them. High reliability
@@ -20,6 +20,9 @@ table) and reports, per block:
 - **centrality**: Spearman of the ratings against each path's prediction spread (how much its
   normalised predictions vary over the images). Strongly positive means paths are rated
   well for predicting nearly the same vector for every image, close to the population centre;
+- **prediction spread during training** (from the run's ``metrics.jsonl``): the mean spread
+  of the online predictions over a step's images in the first and in the last tenth of each
+  block's steps, so one can see whether centrality forms while the block trains;
 - **conditional truth**: Spearman of block 1's ratings against the accuracy of architectures
   that go through the run's own block-0 choice (not all of them), and how close that
   conditional truth is to the marginal one.
@@ -45,7 +48,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, write_json  # noqa: E402
-from rating import NATS_TRUTH, Universe  # noqa: E402
+from rating import NATS_TRUTH, Universe, rated_checkpoint  # noqa: E402
 
 
 def _cosine_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -115,7 +118,7 @@ def block_outputs(run_dir: Path, scratch: Path) -> list[dict]:
     blocks = []
     for block in range(len(state["tables"])):
         model = search.model
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(rated_checkpoint(run_dir, block, config, ckpt)["model"])
         search.state.best_paths = list(state["best_paths"][:block])
         recal, rate = search.rating_inputs(block)
         paths = search.space.block_paths(block, search.space.parse_path(block - 1, state["best_paths"][block - 1]) if block else None)
@@ -125,6 +128,29 @@ def block_outputs(run_dir: Path, scratch: Path) -> list[dict]:
                        "pred": torch.stack([p for _, p in outputs]), "table": dict(state["tables"][str(block)]),
                        "best_paths": state["best_paths"]})
     return blocks
+
+
+def spread_during_training(run_dir: Path) -> dict[int, dict]:
+    """Per block: the mean ``prediction_spread`` of the step records in the first and the last
+    tenth of the block's steps (runs logged before the field existed: none)."""
+    import json
+
+    steps: dict[int, list[float]] = {}
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return {}
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("kind") == "step" and isinstance(record.get("prediction_spread"), float):
+            steps.setdefault(int(record["block"]), []).append(record["prediction_spread"])
+    out = {}
+    for block, values in sorted(steps.items()):
+        tenth = max(1, len(values) // 10)
+        out[block] = {"first": float(np.mean(values[:tenth])), "last": float(np.mean(values[-tenth:])), "steps": len(values)}
+    return out
 
 
 def diagnose(blocks: list[dict], u: Universe, truth: np.ndarray) -> list[dict]:
@@ -195,6 +221,14 @@ def markdown(per_seed: dict[int, list[dict]]) -> str:
             f = [per_seed[s][b]["formulas"][name] for s in seeds]
             cells.append(f"{_mean_sd([x['spearman'] for x in f])} / {_mean_sd([x['partial_log_width'] for x in f])}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    spread = [per_seed[s][b].get("training_spread") for s in seeds for b in blocks]
+    if all(x is not None for x in spread):
+        lines += ["", "Prediction spread during training (mean distance of a step's normalised predictions to their "
+                  "mean, over its images; first / last tenth of the block's steps):", "",
+                  "| block | first tenth | last tenth |", "|---|---|---|"]
+        for b in blocks:
+            rows = [per_seed[s][b]["training_spread"] for s in seeds]
+            lines.append(f"| {b} | {_mean_sd([r['first'] for r in rows])} | {_mean_sd([r['last'] for r in rows])} |")
     cond = [per_seed[s][1]["conditional"] for s in seeds if len(per_seed[s]) > 1]
     if cond:
         lines += ["", f"Block 1 against the accuracy of architectures through the run's own block-0 choice: Spearman "
@@ -226,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         scratch.mkdir(parents=True, exist_ok=True)
         try:
             per_seed[seed] = diagnose(block_outputs(run, scratch), u, truth)
+            for row in per_seed[seed]:
+                row["training_spread"] = spread_during_training(run).get(row["block"])
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         seconds[seed] = round(time.perf_counter() - start, 1)

@@ -2,13 +2,17 @@
 
 For each space and block it measures, side by side in one run on the same batch:
 
-* the training step (K paths, two views, ensemble target, optimizer step, EMA update),
-  images/s, and the **overhead ratio** = step time / reference, where the reference is the
-  arithmetic the step cannot avoid, each part timed alone on the same batch: one forward
-  of the frozen prefix per view (shared by all paths), plus for every path the
-  forward+backward of its standalone online block and heads on both views and the forward
-  of its standalone target block and projector on both views;
-* the same step with the prefix recomputed for every path (the naive implementation,
+* the training step (K paths, two views, ensemble target, optimizer step, EMA update) with
+  the default learning prefix (``train.prefix=online``), images/s, and the **overhead
+  ratio** = step time / reference, where the reference is the arithmetic the step cannot
+  avoid, each part timed alone on the same batch: the online prefix forward once per view
+  (with its graph) and the target prefix once per view, for every path the forward+backward
+  of its standalone online block and heads on both views and the forward of its standalone
+  target block and projector on both views, and one backward through the online prefix;
+* on blocks with a prefix, the same with ``train.prefix=frozen`` (the prefix once, without
+  gradients) and its own reference, and the per-round ratio of the online step to the
+  frozen one;
+* the online step with the prefix recomputed for every path (the official code's way,
   ``share_prefix=False``) and the speed-up of sharing it;
 * the rating of the whole block (BN recalibration + online and target forwards of every
   path), and its ratio to the standalone forwards of all its paths on the same images
@@ -114,30 +118,41 @@ def bench_block(space, block: int, args, device: torch.device, autocast) -> dict
         options = space.block_paths(b, best[-1] if best else None)
         best.append(options[len(options) // 2])
     prev = best[-1] if best else None
-    model.train()
-    for b in range(block):
-        model.target.block_module(b).eval()
     sampling = space.default_sampling
     k = args.k or (space.max_fair_k(block) if sampling == "fair" else 4)
     paths = space.sample_paths(block, k, sampling, seeded_generator(1, block), prev)
     images = torch.randint(0, 256, (args.batch, space.in_channels, space.image_size, space.image_size), dtype=torch.uint8, device=device)
     augment = build_augment("small", (0.5,) * space.in_channels, (0.25,) * space.in_channels)
-    optimizer = build_optimizer("sgd", model.trainable_parameters(block), 0.01, 0.9, 1e-4)
-    target_params, online_params = model.ema_pairs(block)
+    # train.prefix: online (the default: the earlier blocks keep learning) and, where there is
+    # a prefix, frozen; each with its own optimizer and EMA pairs, as the runner builds them
+    modes = ("online", "frozen") if block > 0 else ("online",)
+    optimizers = {m: build_optimizer("sgd", model.trainable_parameters(block, m == "online"), 0.01, 0.9, 1e-4) for m in modes}
+    ema_pairs = {m: model.ema_pairs(block, m == "online") for m in modes}
     gen = seeded_generator(2)
 
     def prep(x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if args.channels_last else x
 
-    def train_step(share_prefix: bool = True) -> None:
+    def set_modes(mode: str) -> None:
+        """As the runner does: everything in train mode, a frozen prefix in eval mode."""
+        model.train()
+        if mode == "frozen":
+            for b in range(block):
+                model.target.block_module(b).eval()
+                model.online.block_module(b).eval()
+
+    def train_step(mode: str = "online", share_prefix: bool = True) -> None:
+        set_modes(mode)
         v1, v2 = augment(images, gen)
-        bossnas_step(model, block, paths, prep(v1), prep(v2), best, ensemble=True, autocast=autocast, share_prefix=share_prefix)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema_update_(target_params, online_params, 0.99)
+        bossnas_step(model, block, paths, prep(v1), prep(v2), best, ensemble=True, autocast=autocast,
+                     share_prefix=share_prefix, prefix=mode)
+        optimizers[mode].step()
+        optimizers[mode].zero_grad(set_to_none=True)
+        ema_update_(*ema_pairs[mode], 0.99)
 
     # ---- reference: the unavoidable arithmetic on the same batch, as plain modules
     v1, v2 = (prep(v) for v in augment(images, seeded_generator(3)))
+    set_modes("frozen")
     with torch.no_grad(), autocast():
         f1, f2 = model.forward_prefix(torch.cat([v1, v2]), best).chunk(2) if best else (v1, v2)
     pieces = []
@@ -153,19 +168,35 @@ def bench_block(space, block: int, args, device: torch.device, autocast) -> dict
         pieces.append((online, target))
     fixed = torch.randn(f1.shape[0], args.proj_dim, device=device)
 
-    def reference() -> None:
-        """The shared prefix once (both views), then per path: online forward+backward and
-        target forward, each view separately, as the step does."""
-        if best:
-            with torch.no_grad(), autocast():
-                model.forward_prefix(torch.cat([v1, v2]), best)
+    def reference(mode: str = "online") -> None:
+        """The arithmetic each step cannot avoid. Frozen: the prefix once (both views, no
+        gradients), then per path the online forward+backward and the target forward on each
+        view. Online: the online prefix forward once per view with its graph, the target
+        prefix once per view, the same per-path work on the prefix's outputs, and one backward
+        through the online prefix with the gradient the paths left on its outputs."""
+        set_modes(mode)
+        graph = []
+        if best and mode == "online":
+            with autocast():
+                outputs = [model.online_prefix(v, best) for v in (v1, v2)]
+            inputs = [o.detach().requires_grad_() for o in outputs]
+            graph = list(zip(outputs, inputs))
+            with torch.inference_mode(), autocast():
+                target_inputs = [model.forward_prefix(v, best) for v in (v1, v2)]
+        else:
+            if best:
+                with torch.no_grad(), autocast():
+                    model.forward_prefix(torch.cat([v1, v2]), best)
+            inputs = target_inputs = [f1, f2]
         for online, target in pieces:
             with autocast():
-                loss = sum((online(f).float() * fixed).sum() for f in (f1, f2))
+                loss = sum((online(f).float() * fixed).sum() for f in inputs)
             loss.backward()
             with torch.inference_mode(), autocast():
-                target(f1)
-                target(f2)
+                for f in target_inputs:
+                    target(f)
+        if graph:
+            torch.autograd.backward([o for o, _ in graph], [i.grad for _, i in graph])
 
     state = copy.deepcopy(model.state_dict())
     result: dict = {"space": space.name, "block": block, "paths": len(space.block_paths(block)), "k": k, "batch": args.batch}
@@ -175,18 +206,32 @@ def bench_block(space, block: int, args, device: torch.device, autocast) -> dict
         train_step()
     result["step_gflop"] = counter.get_total_flops() / 1e9
     matmul, matmul_flop = matmul_reference(device, torch.bfloat16 if device.type == "cuda" else torch.float32)
-    # the step, its arithmetic reference and the matmul peak, every one once per round
-    (step_s, reference_s, matmul_s), (t_step, t_ref, t_mm) = interleaved([train_step, reference, matmul], args.repeats)
+    # the steps, their arithmetic references and the matmul peak, every one once per round
+    fns = [train_step, reference]
+    if "frozen" in modes:
+        fns += [lambda: train_step("frozen"), lambda: reference("frozen")]
+    medians_s, times = interleaved(fns + [matmul], args.repeats)
+    step_s, reference_s, matmul_s = medians_s[0], medians_s[1], medians_s[-1]
+    t_step, t_ref, t_mm = times[0], times[1], times[-1]
     overhead = ratio_spread(t_step, t_ref)
     # share of the matmul peak per round: (step FLOPs / step time) / (matmul FLOPs / matmul time)
     share = Spread.of([result["step_gflop"] * 1e9 / a / (matmul_flop / m) for a, m in zip(t_step, t_mm)])
-    result.update(step_s=step_s, images_per_s=args.batch / step_s, reference_s=reference_s, overhead_ratio=overhead.median,
-                  overhead_spread=spread_dict(overhead), machine_gflops=matmul_flop / matmul_s / 1e9,
-                  achieved_gflops=result["step_gflop"] / step_s, matmul_share=share.median, matmul_share_spread=spread_dict(share))
+    result.update(prefix="online", step_s=step_s, images_per_s=args.batch / step_s, reference_s=reference_s,
+                  overhead_ratio=overhead.median, overhead_spread=spread_dict(overhead),
+                  machine_gflops=matmul_flop / matmul_s / 1e9, achieved_gflops=result["step_gflop"] / step_s,
+                  matmul_share=share.median, matmul_share_spread=spread_dict(share))
+    if "frozen" in modes:
+        frozen_overhead = ratio_spread(times[2], times[3])
+        online_vs_frozen = ratio_spread(t_step, times[2])
+        result.update(frozen_step_s=medians_s[2], frozen_reference_s=medians_s[3],
+                      frozen_overhead_ratio=frozen_overhead.median, frozen_overhead_spread=spread_dict(frozen_overhead),
+                      online_vs_frozen=online_vs_frozen.median, online_vs_frozen_spread=spread_dict(online_vs_frozen))
     if block > 0:
-        result["naive_step_s"] = timed(lambda: train_step(False), device, max(1, args.repeats // 2))
+        # the official code's way: the online prefix again for every path (and the target's too)
+        result["naive_step_s"] = timed(lambda: train_step("online", False), device, max(1, args.repeats // 2))
         result["prefix_sharing_speedup"] = result["naive_step_s"] / result["step_s"]
     model.load_state_dict(state)
+    set_modes("frozen")  # the rating below runs the prefix in eval mode
 
     # ---- rating a whole block vs the standalone forwards of all its paths
     all_paths = space.block_paths(block, prev)
@@ -303,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"machine": machine(), "device": str(device), "image_size": size, "args": vars(args) | {"out": None},
               "matmul_gflops": statistics.median(r["machine_gflops"] for r in rows), "rows": rows,
               "untrusted": [f"{r['space']} block {r['block']}: {label}" for r in rows for name, label in SPREADS.items()
-                            if not r[name]["trusted"]],
+                            if name in r and not r[name]["trusted"]],
               "command": "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     out = args.out or REPO / "bench-out" / f"throughput-{device.type}"
     write_json(out / "throughput.json", report)
@@ -313,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 #: per-round ratios whose spread is reported and checked
-SPREADS = {"overhead_spread": "overhead ratio", "rate_spread": "rating ratio", "matmul_share_spread": "share of matmul"}
+SPREADS = {"overhead_spread": "overhead ratio", "frozen_overhead_spread": "frozen-prefix overhead ratio",
+           "online_vs_frozen_spread": "online / frozen", "rate_spread": "rating ratio", "matmul_share_spread": "share of matmul"}
 
 
 def spread_dict(spread: Spread) -> dict:
@@ -328,6 +374,9 @@ def show_spread(d: dict, fmt: str = ".3f") -> str:
 
 def format_row(r: dict) -> str:
     extra = f" naive x{r['prefix_sharing_speedup']:.2f}" if "prefix_sharing_speedup" in r else ""
+    if "frozen_step_s" in r:
+        extra += (f"; frozen prefix: step {r['frozen_step_s']:.3f}s overhead {show_spread(r['frozen_overhead_spread'])}, "
+                  f"online / frozen {show_spread(r['online_vs_frozen_spread'])}")
     return (f"{r['space']} block {r['block']}: step {r['step_s']:.3f}s ({r['images_per_s']:.0f} img/s), overhead "
             f"{show_spread(r['overhead_spread'])}{extra}, rating {r['rate_s']:.2f}s ratio {show_spread(r['rate_spread'])}, "
             f"{r['achieved_gflops']:.1f} GFLOP/s = {show_spread(r['matmul_share_spread'], '.0%')} of matmul")
@@ -346,14 +395,20 @@ def render(report: dict) -> str:
         f"rating and its reference likewise); (!) marks a spread wider than x{MAX_TRUSTED_SPREAD} (max/min): "
         "the machine was too busy for that figure to be trusted.",
         "",
-        "| space | block | K | step s | img/s | overhead ratio | naive prefix speed-up | rating s (paths) | rating ratio | GFLOP/s (share of matmul) | peak MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "Step and overhead: the default learning prefix (`train.prefix=online`); `frozen`: the same block with "
+        "`train.prefix=frozen`; online / frozen: the per-round ratio of the two steps; naive: the online step with the "
+        "prefix recomputed for every path, as the official code does, over the shared one.",
+        "",
+        "| space | block | K | step s | img/s | overhead ratio | frozen step s | frozen overhead ratio | online / frozen | naive prefix speed-up | rating s (paths) | rating ratio | GFLOP/s (share of matmul) | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
         naive = f"{r['prefix_sharing_speedup']:.2f}x" if "prefix_sharing_speedup" in r else "-"
+        frozen = (f"{r['frozen_step_s']:.3f} | {show_spread(r['frozen_overhead_spread'])} | {show_spread(r['online_vs_frozen_spread'])}"
+                  if "frozen_step_s" in r else "- | - | -")
         lines.append(
             f"| {r['space']} | {r['block']} | {r['k']} | {r['step_s']:.3f} | {r['images_per_s']:.0f} | "
-            f"{show_spread(r['overhead_spread'])} | {naive} | {r['rate_s']:.2f} ({r['rated_paths']}) | "
+            f"{show_spread(r['overhead_spread'])} | {frozen} | {naive} | {r['rate_s']:.2f} ({r['rated_paths']}) | "
             f"{show_spread(r['rate_spread'])} | {r['achieved_gflops']:.0f} ({show_spread(r['matmul_share_spread'], '.0%')}) | "
             f"{r['peak_memory_mb']:.0f} |"
         )

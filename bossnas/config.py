@@ -36,6 +36,11 @@ SEARCH_AUGMENTS = (*AUGMENTS, "byol", "byol-bossnas")
 #: images of this side and more are ImageNet-style: the automatic augmentation of both
 #: commands switches there (search: byol-bossnas, retraining: imagenet)
 IMAGENET_STYLE_SIDE = 64
+#: values of the supernet-training keys (see TrainConfig.prefix, ModelConfig.target_adapter, ...)
+PREFIX_MODES = ("online", "frozen")
+LARS_EXCLUDES = ("official", "norms")
+TARGET_ADAPTERS = ("fixed", "ema")
+HEAD_INITS = ("official", "torch")
 
 
 @dataclass
@@ -72,6 +77,13 @@ class ModelConfig:
     adapter_width: int | None = None
     #: extra keyword arguments of the search space (e.g. width_mult for hytra / mbconv)
     space_options: dict = field(default_factory=dict)
+    #: the target's per-width channel adapters: fixed (a copy of the online adapter taken
+    #: when the block starts, never updated, as in the official code) | ema (an EMA of the
+    #: online adapter, like the rest of the target)
+    target_adapter: str = "fixed"
+    #: official (neck Linear layers Kaiming-normal, predictor normal(0, 0.01), biases 0, as the
+    #: official code initialises its heads) | torch (PyTorch's default Linear init)
+    head_init: str = "official"
 
 
 @dataclass
@@ -111,6 +123,16 @@ class TrainConfig(TrainBase):
     channels_last: bool = False
     #: also write a checkpoint every N steps inside an epoch (0: only at epoch ends)
     checkpoint_every: int = 0
+    #: how the blocks before the one being trained run: online (the online side runs them
+    #: through the online network in train mode with gradients, so they keep learning, and the
+    #: EMA moves their target copies; the target side runs them through the target network,
+    #: as in the official code) | frozen (both sides take the target's features in eval mode,
+    #: without gradients)
+    prefix: str = "online"
+    #: LARS only: which tensors get neither trust-ratio adaptation nor weight decay. official:
+    #: every bias and the BatchNorms of the projection / prediction MLPs (the official config's
+    #: name patterns); norms: every tensor of one dimension (biases and every norm's weights)
+    lars_exclude: str = "official"
 
 
 @dataclass
@@ -174,9 +196,32 @@ class ConfigBase:
 
     @classmethod
     def from_dict(cls, tree: dict, source: str = ""):  # noqa: ANN206 - the subclass
+        """The config a run folder or checkpoint saved (see :meth:`saved_tree`)."""
         config = cls()
-        apply_mapping(config, tree, source)
+        apply_mapping(config, cls.saved_tree(tree), source)
         return config
+
+    @classmethod
+    def saved_tree(cls, tree: dict) -> dict:
+        """A saved config with every key it predates (``ADDED``) set to the value it trained with.
+
+        A run written before a key existed has no value for it; the class default is what new
+        runs do, so a resume, a re-rating or a fingerprint check of the old run would otherwise
+        quietly switch it to the new behaviour.
+        """
+        if not isinstance(tree, dict):
+            return tree
+        filled = copy.deepcopy(tree)
+        for key, old in cls.ADDED.items():
+            *parents, last = key.split(".")
+            section = filled
+            for part in parents:
+                section = section.get(part) if isinstance(section, dict) else None
+                if section is None:
+                    break
+            if isinstance(section, dict) and last not in section:
+                section[last] = old
+        return filled
 
 
 def _lookup(tree: dict, key: str) -> Any:
@@ -202,6 +247,10 @@ _CHECKS: Checks = {
     "train.amp": (lambda v: v in ("auto", "bf16", "off"), "auto, bf16 or off"),
     "train.checkpoint_every": (lambda v: v >= 0, "an integer >= 0"),
     "train.checkpoint_minutes": (lambda v: v >= 0, "a number >= 0 (0: off)"),
+    "train.prefix": (lambda v: v in PREFIX_MODES, " or ".join(PREFIX_MODES)),
+    "train.lars_exclude": (lambda v: v in LARS_EXCLUDES, " or ".join(LARS_EXCLUDES)),
+    "model.target_adapter": (lambda v: v in TARGET_ADAPTERS, " or ".join(TARGET_ADAPTERS)),
+    "model.head_init": (lambda v: v in HEAD_INITS, " or ".join(HEAD_INITS)),
     "data.name": (lambda v: v in ("digits", "cifar10", "cifar100", "imagefolder"), "digits, cifar10, cifar100 or imagefolder"),
     "data.image_size": (lambda v: v is None or v >= 4, "an integer >= 4"),
     "data.train_images": (lambda v: v is None or v >= 2, "an integer >= 2"),
@@ -236,8 +285,12 @@ class RunConfig(ConfigBase):
     UNTRAINED: typing.ClassVar[tuple[str, ...]] = ("device", "data.workers", "data.download", "train.checkpoint_every",
                                                    "train.checkpoint_minutes", "search")
     CHECKS: typing.ClassVar[Checks] = _CHECKS
-    #: one augmentation pair is how every run before train.augment_pairs trained
-    ADDED: typing.ClassVar[dict[str, Any]] = {"train.augment_pairs": 1}
+    #: how runs written before each key existed trained: one augmentation pair, a frozen
+    #: prefix fed by the target in eval mode, an EMA target adapter, LARS excluding every 1-D
+    #: tensor, PyTorch's default head init
+    ADDED: typing.ClassVar[dict[str, Any]] = {"train.augment_pairs": 1, "train.prefix": "frozen",
+                                              "model.target_adapter": "ema", "train.lars_exclude": "norms",
+                                              "model.head_init": "torch"}
 
 
 #: augmentation pairs per batch in the official search configs: the HyTra and MBConv ones
@@ -558,13 +611,13 @@ def config_from_dict(tree: dict) -> RunConfig:
 
 
 def build_config(cls: type[C], base: tuple[dict, str] | None = None, options: dict | None = None,
-                 overrides: list[str] | None = None) -> C:
+                 overrides: list[str] | None = None, saved: bool = False) -> C:
     """The one way every command builds its config: ``cls``'s defaults, then ``base`` (a preset
-    or a run folder's saved config, with where it came from), then ``options`` (CLI flags as
-    dotted keys; None: not given), then ``key=value`` overrides."""
+    or, with ``saved``, a run folder's saved config, with where it came from), then ``options``
+    (CLI flags as dotted keys; None: not given), then ``key=value`` overrides."""
     config = cls()
     if base is not None:
-        apply_mapping(config, base[0], base[1])
+        apply_mapping(config, cls.saved_tree(base[0]) if saved else base[0], base[1])
     apply_options(config, options, overrides)
     return config
 

@@ -27,7 +27,8 @@ TENSORBOARD_DIR = "tensorboard"
 #: the fields of each record kind mirrored to TensorBoard, and the tag each gets there (after
 #: "block_<k>/" in a search, "train/" in a retraining; an evaluation's go under "test/")
 SCALARS = {
-    "step": {"loss": "loss", "lr": "lr", "momentum": "momentum", "images_per_s": "images_per_s"},
+    "step": {"loss": "loss", "lr": "lr", "momentum": "momentum", "images_per_s": "images_per_s",
+             "prediction_spread": "prediction_spread"},
     "epoch": {"loss": "epoch_loss", "train_top1": "epoch_train_top1"},
     "eval": {"top1": "top1", "top5": "top5", "loss": "loss", "ema_top1": "ema_top1", "ema_top5": "ema_top5",
              "ema_loss": "ema_loss"},

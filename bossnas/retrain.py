@@ -125,7 +125,7 @@ def retrain_config(arch: str | None = None, overrides: list[str] | None = None, 
     if out is None and source is None:
         raise BossNASError("--resume needs --out (the retraining folder)")
     out_dir = Path(out) if out is not None else default_out(source)  # type: ignore[arg-type]
-    config = build_config(RetrainConfig, saved_config_tree(out_dir) if resume else None)
+    config = build_config(RetrainConfig, saved_config_tree(out_dir) if resume else None, saved=True)
     if source is not None:
         if not (resume and config.model.name):
             for key, value in source.defaults.items():

@@ -119,7 +119,8 @@ def test_one_pair_is_the_previous_step_bit_exactly(model, block, best):
         if form == "previous":
             loss = _previous_step(m, block, paths, v1, v2, best)
         else:
-            loss = bossnas_step(m, block, paths, *((v1, v2) if form == "tensor" else ([v1], [v2])), best_paths=best)
+            loss = bossnas_step(m, block, paths, *((v1, v2) if form == "tensor" else ([v1], [v2])), best_paths=best,
+                                prefix="frozen")
         runs.append((loss, {n: p.grad for n, p in m.named_parameters() if p.grad is not None}, m.state_dict()))
     ref_loss, ref_grads, ref_state = runs[0]
     assert ref_grads
@@ -188,8 +189,9 @@ def test_runner_hands_each_step_min_of_k_and_p_pairs(tmp_path, monkeypatch, pair
     search = BlockwiseSearch.open(config, tmp_path / "r", show_progress=False)
     seen = []
 
-    def record(model, block, paths, view_1, view_2, *args, **kwargs):
+    def record(model, block, paths, view_1, view_2, *args, stats=None, **kwargs):
         seen.append((len(paths), len(view_1), len(view_2)))
+        stats["prediction_spread"] = 0.0
         return torch.zeros(())
 
     monkeypatch.setattr(runner, "bossnas_step", record)

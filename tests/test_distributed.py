@@ -92,6 +92,11 @@ def test_two_processes_keep_identical_weights_and_rate_like_one(two_process_run,
     for name, p in ranks[0]["params"].items():
         assert torch.equal(p, ranks[1]["params"][name]), name
     assert ranks[0]["tables"] == ranks[1]["tables"]
+    # the default learning prefix kept training block 0 in blocks 1-2, and its gradients were
+    # averaged like the block's: otherwise each process's shard would have moved it differently
+    rated_0 = load_checkpoint(tmp / "before_rating_0.pt")["model"]
+    block_0 = [n for n in ranks[0]["params"] if n.startswith("online.stem.") or n.startswith("online.layers.0.")]
+    assert block_0 and any(not torch.equal(ranks[0]["params"][n], rated_0[n]) for n in block_0)
     # rating split by path == one process rating the same checkpoint, to the last bit
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

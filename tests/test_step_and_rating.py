@@ -73,7 +73,7 @@ def test_step_with_frozen_prefix_uses_target_blocks(model):
     v1, v2 = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
     model.train()
     model.target.block_module(0).eval()
-    loss = bossnas_step(model, 1, [(8, 8), (16, 32)], v1, v2, best_paths=[(24, 40)])
+    loss = bossnas_step(model, 1, [(8, 8), (16, 32)], v1, v2, best_paths=[(24, 40)], prefix="frozen")
     assert torch.isfinite(loss)
     assert model.online.layers[0].conv_1_0.conv.weight.grad is None
     assert model.online.layers[2].conv_1_0.conv.weight.grad is not None

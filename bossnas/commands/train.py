@@ -33,7 +33,7 @@ def _resolve_config(preset, overrides, space, data, data_dir, device, out, resum
     # a resume continues with the run's own config (config.yaml, or the checkpoint's copy)
     saved = saved_config_tree(run_dir) if resume and preset is None else None
     base = saved if saved is not None else (read_preset(preset_name), preset_name)
-    return build_config(RunConfig, base, options, overrides), run_dir
+    return build_config(RunConfig, base, options, overrides, saved=saved is not None), run_dir
 
 
 def _train(preset, overrides, space, data, data_dir, out, resume, force, device, quiet, extra=None):

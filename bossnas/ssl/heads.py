@@ -55,6 +55,34 @@ class PredictionHead(MLPHead):
         super().__init__([(in_dim, hidden_dim, nn.BatchNorm1d(hidden_dim), nn.ReLU()), (hidden_dim, out_dim, None, None)])
 
 
+@torch.no_grad()
+def kaiming_init_(head: MLPHead) -> MLPHead:
+    """Kaiming-normal Linear weights (fan in, ReLU gain), zero biases: how the official BossNAS
+    code (OpenSelfSup's neck ``init_weights(init_linear='kaiming')``) starts its projection necks.
+
+    >>> head = kaiming_init_(ProjectionHead(8, 16, 4))
+    >>> float(head.layers[-1].bias.abs().sum())
+    0.0
+    """
+    for m in head.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return head
+
+
+@torch.no_grad()
+def normal_init_(head: MLPHead, std: float = 0.01) -> MLPHead:
+    """Normal(0, ``std``) Linear weights, zero biases: the official predictor init (std 0.01)."""
+    for m in head.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return head
+
+
 class ChannelAdapter(nn.Module):
     """Maps block outputs of several widths to one width: a 1x1 conv + BN per input width.
 

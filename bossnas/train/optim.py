@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import torch
 from torch import nn
@@ -27,8 +27,10 @@ def warmup_cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: 
 class LARS(torch.optim.Optimizer):
     """Layer-wise adaptive rate scaling (You et al., 2017), as in BYOL and the BossNAS configs.
 
-    Weight matrices get ``trust_coef * ||w|| / (||g|| + wd * ||w||)`` times the step; biases
-    and norm parameters (1-D) get neither weight decay nor adaptation, the usual exclusion.
+    Adapted tensors get ``trust_coef * ||w|| / ||g + wd * w||`` times the step, with weight
+    decay; excluded ones get neither. Which are excluded: a param group's ``lars_exclude``
+    (True / False) where it has one, else every tensor of one dimension (biases and norm
+    weights, the usual exclusion).
     """
 
     def __init__(self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 1e-6,
@@ -43,7 +45,7 @@ class LARS(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 grad = p.grad
-                if p.dim() > 1:
+                if not group.get("lars_exclude", p.dim() <= 1):
                     grad = grad.add(p, alpha=group["weight_decay"])
                     w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(grad)
                     trust = torch.where(
@@ -59,15 +61,25 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(name: str, params: list[nn.Parameter], lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
-    """SGD (weight decay on weight matrices only) or LARS; fused multi-tensor kernels where PyTorch has them."""
+def build_optimizer(name: str, params: list[nn.Parameter], lr: float, momentum: float, weight_decay: float,
+                    lars_excluded: Collection[nn.Parameter] | None = None) -> torch.optim.Optimizer:
+    """SGD (weight decay on weight matrices only) or LARS; fused multi-tensor kernels where PyTorch has them.
+
+    ``lars_excluded`` (LARS only): the tensors that get neither adaptation nor weight decay;
+    None: every 1-D tensor (``train.lars_exclude=norms``).
+    """
     decay = [p for p in params if p.dim() > 1]
     no_decay = [p for p in params if p.dim() <= 1]
     if name == "sgd":
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, foreach=True)
     if name == "lars":
-        return LARS(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        if lars_excluded is None:
+            return LARS(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        excluded = {id(p) for p in lars_excluded}
+        groups = [{"params": [p for p in params if id(p) not in excluded], "lars_exclude": False},
+                  {"params": [p for p in params if id(p) in excluded], "lars_exclude": True}]
+        return LARS([g for g in groups if g["params"]], lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise BossNASError(f"unknown optimizer '{name}'; choose sgd or lars")
 
 

@@ -194,7 +194,8 @@ class BlockwiseSearch:
         validate(config, self.space, self.data, self.world)
         dist.on_main(lambda: check_budget(config, self.space))
         torch.manual_seed(config.seed)
-        self.model = SiameseSupernet(self.space, config.model.hidden_dim, config.model.proj_dim, config.model.adapter_width).to(self.device)
+        self.model = SiameseSupernet(self.space, config.model.hidden_dim, config.model.proj_dim, config.model.adapter_width,
+                                     target_adapter=config.model.target_adapter, head_init=config.model.head_init).to(self.device)
         if config.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.augment = build_augment(config.data.augment, self.data.mean, self.data.std)
@@ -331,8 +332,11 @@ class BlockwiseSearch:
         return [self.space.parse_path(b, text) for b, text in enumerate(self.state.best_paths)]
 
     def _set_modes(self, block: int) -> None:
-        """Train mode for the block being trained; the frozen prefix blocks run in eval mode."""
+        """Train mode for the block being trained; a frozen prefix runs in eval mode, a learning
+        one (``train.prefix=online``) in train mode on both sides, as in the official code."""
         self.model.train()
+        if self.config.train.prefix == "online":
+            return
         for b in range(block):
             self.model.target.block_module(b).eval()
             self.model.online.block_module(b).eval()
@@ -404,12 +408,14 @@ class BlockwiseSearch:
         warmup = int(round(cfg.warmup_epochs * opt_steps_per_epoch))
         if self.state.epoch == 0 and self.state.step == 0:
             self.model.sync_target(block)
-        params = self.model.trainable_parameters(block)
-        self.optimizer = build_optimizer(cfg.optimizer, params, cfg.lr, cfg.momentum, cfg.weight_decay)
+        prefix_learns = cfg.prefix == "online"
+        params = self.model.trainable_parameters(block, prefix_learns)
+        excluded = self.model.official_lars_excluded(params) if cfg.lars_exclude == "official" else None
+        self.optimizer = build_optimizer(cfg.optimizer, params, cfg.lr, cfg.momentum, cfg.weight_decay, excluded)
         if self._pending_optimizer is not None:
             self.optimizer.load_state_dict(self._pending_optimizer)
             self._pending_optimizer = None
-        target_params, online_params = self.model.ema_pairs(block)
+        target_params, online_params = self.model.ema_pairs(block, prefix_learns)
         after = f" after {space.format_path(prev)}" if prev is not None and space.paths_follow_previous else ""
         self.console.print(
             f"[bold]block {block}[/] ({len(space.block_paths(block, prev))} paths{after}): training {cfg.epochs} epoch(s) x "
@@ -427,6 +433,7 @@ class BlockwiseSearch:
             start = time.perf_counter()
             recent: deque[float] = deque(maxlen=20)
             window: list[tuple[int, list[Path], float]] = []  # micro-steps since the last optimizer step
+            spreads: list[float] = []  # their prediction spreads
             try:
                 for step, (images, _) in enumerate(self._batches(batches[first:usable]), start=first):
                     # the paths are the same on every process; the augmentation is each process's own
@@ -437,9 +444,12 @@ class BlockwiseSearch:
                     if self.world > 1:
                         g_shuffle = seeded_generator(seed, block, epoch, step, SHUFFLE_KEY)
                         shuffle = lambda x, g=g_shuffle: dist.batch_shuffle(x, g)  # noqa: E731
+                    stats: dict = {}
                     loss = bossnas_step(self.model, block, paths, view_1, view_2, best, cfg.ensemble,
-                                        1.0 / cfg.accumulate, self.autocast, target_shuffle=shuffle)
+                                        1.0 / cfg.accumulate, self.autocast, target_shuffle=shuffle,
+                                        prefix=cfg.prefix, stats=stats)
                     window.append((step, paths, float(loss)))
+                    spreads.append(stats["prediction_spread"])
                     if (step + 1) % cfg.accumulate:
                         continue
                     losses, stop, due = self._agree([v for *_, v in window])
@@ -458,7 +468,8 @@ class BlockwiseSearch:
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                     ema_update_(target_params, online_params, momentum)
-                    window = []
+                    spread = sum(spreads) / len(spreads)
+                    window, spreads = [], []
                     self.state.step = step + 1
                     self.state.epoch_loss_sum += sum(losses)
                     self.state.epoch_loss_count += len(losses)
@@ -467,7 +478,7 @@ class BlockwiseSearch:
                     recent.extend(losses)
                     bar.update(step + 1, loss=sum(recent) / len(recent))
                     self.metrics.write(*step_record(block, epoch, opt_step, total, losses, lr, momentum,
-                                                    bar.rate * cfg.batch_size))
+                                                    bar.rate * cfg.batch_size, spread))
                     if stop:
                         self._checkpoint_mid_epoch(start)
                         bar.abort()
@@ -535,6 +546,8 @@ class BlockwiseSearch:
         g_recal = seeded_generator(cfg.seed, RECAL_KEY, block)
         recal_views = [self.augment.view(self._to_device(self.data.train.load(b)[0]), g_recal) for b in recal]
         best = self.best_paths()
+        if best and cfg.train.prefix == "online":
+            self.recalibrate_prefix(best, recal_views)
         for b in range(block):
             self.model.target.block_module(b).eval()
         with torch.no_grad(), self.autocast():
@@ -542,6 +555,20 @@ class BlockwiseSearch:
             recal_feats = [prefix(x) for x in recal_views]
             rate_feats = (prefix(views[0]), prefix(views[1]))
         return recal_feats, rate_feats
+
+    def recalibrate_prefix(self, best: list[Path], batches: list[torch.Tensor]) -> None:
+        """Re-estimate the BatchNorm statistics of the target's earlier blocks along their best
+        paths (an exact average over ``batches``), before they feed a rating.
+
+        A learning prefix kept training after its own rating, so the statistics it was fixed
+        with are stale; the official rating resets every BatchNorm of the model and
+        re-estimates it along the best paths the same way.
+        """
+        def prefix(x: torch.Tensor) -> None:
+            with self.autocast():
+                self.model.forward_prefix(x, best)
+
+        recalibrate_bn([self.model.target.block_module(b) for b in range(len(best))], prefix, batches)
 
     def block_paths(self, block: int) -> list[Path]:
         """The paths block ``block`` trains and is rated on: those that may follow the best path
@@ -604,11 +631,13 @@ class BlockwiseSearch:
 
 
 def step_record(block: int, epoch: int, opt_step: int, total: int, losses: list[float], lr: float,
-                momentum: float, images_per_s: float) -> tuple[dict, int]:
-    """The metrics.jsonl record of one optimizer step (its loss: the mean over its micro-steps),
-    and its TensorBoard step, which counts on over the blocks."""
+                momentum: float, images_per_s: float, prediction_spread: float | None = None) -> tuple[dict, int]:
+    """The metrics.jsonl record of one optimizer step (its loss and prediction spread: the means
+    over its micro-steps), and its TensorBoard step, which counts on over the blocks."""
     record = {"kind": "step", "block": block, "epoch": epoch, "step": opt_step, "loss": sum(losses) / len(losses),
               "lr": lr, "momentum": momentum, "images_per_s": round(images_per_s, 2)}
+    if prediction_spread is not None:
+        record["prediction_spread"] = prediction_spread
     return record, block * total + opt_step
 
 
