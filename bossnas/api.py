@@ -35,6 +35,9 @@ def run_search(config: RunConfig, run_dir: str | Path = "runs/search", resume: b
     """Train and rate every block, choose the architecture (under ``config.search``'s budgets)
     and write the run folder, exactly as ``bossnas run`` does; SIGINT / SIGTERM stop it with
     a checkpoint (``resume=True`` continues)."""
+    from rich.console import Console
+
+    from bossnas.plot_curves import draw_run_pictures
     from bossnas.search.report import finish_run
     from bossnas.train.runner import BlockwiseSearch
 
@@ -42,6 +45,7 @@ def run_search(config: RunConfig, run_dir: str | Path = "runs/search", resume: b
     search = BlockwiseSearch.open(config, run_dir, resume=resume, force=force, show_progress=show_progress)
     try:
         search.run()
+        draw_run_pictures(run_dir, Console(quiet=True))  # loss.png, ratings.png, as `bossnas run` draws them
         done = finish_run(run_dir, config.search.max_flops, config.search.max_params, time.perf_counter() - start)
         record, tables = done.record, done.tables
         space = search.space

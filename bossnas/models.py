@@ -82,7 +82,8 @@ def _folder_without_record(path: Path) -> str:
         return (f"'{path}' is a `bossnas retrain` folder, not a search: show its architecture with {parent} "
                 f"(or its export: `bossnas export {path}` writes model.json naming it)")
     if (path / "checkpoint.pt").is_file():
-        return f"folder '{path}' holds no best_arch.json; finish the search with `bossnas search {path}`"
+        # `run --resume` trains what is left (if anything) and then chooses; `search` alone needs a trained run
+        return f"folder '{path}' holds no best_arch.json; finish the search with `bossnas run --resume --out {path}`"
     return f"folder '{path}' holds no best_arch.json and no checkpoint.pt, so it is no search's run folder; give {ACCEPTED}"
 
 

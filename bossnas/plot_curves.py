@@ -14,6 +14,7 @@ shows can be checked against metrics.jsonl.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,8 +109,11 @@ def loss_figure(curves: list[Curve], title: str) -> Figure:
     FigureCanvasAgg(fig)
     axes = fig.subplots(panels, 1, squeeze=False)[:, 0]
     for ax, curve in zip(axes, curves):
-        ax.plot(curve.steps, curve.loss, color="tab:blue", lw=1.2, label="loss")
-        ax.set_ylabel(f"{curve.label}\nloss", color="tab:blue")
+        steps, loss, log = _readable_loss(curve)
+        ax.plot(steps, loss, color="tab:blue", lw=1.2, label="loss")
+        if log:
+            ax.set_yscale("log")
+        ax.set_ylabel(f"{curve.label}\nloss{' (log)' if log else ', from step 2'}", color="tab:blue")
         lr_ax = ax.twinx()
         lr_ax.plot(curve.steps, curve.lr, color="tab:orange", lw=1.0, ls="--", label="lr")
         lr_ax.set_ylabel("lr", color="tab:orange")
@@ -126,17 +130,31 @@ def loss_figure(curves: list[Curve], title: str) -> Figure:
     return fig
 
 
+def _readable_loss(curve: Curve) -> tuple[list[int], list[float], bool]:
+    """The steps and losses to draw, and whether on a log axis: the first steps' loss is often
+    many times the rest, which flattens a linear axis. Positive losses (BYOL, cross-entropy)
+    go on a log axis; otherwise the first step is left out."""
+    pairs = [(s, v) for s, v in zip(curve.steps, curve.loss) if isinstance(v, (int, float)) and math.isfinite(v)]
+    if pairs and all(v > 0 for _, v in pairs):
+        return [s for s, _ in pairs], [v for _, v in pairs], True
+    pairs = pairs[1:] if len(pairs) > 1 else pairs
+    return [s for s, _ in pairs], [v for _, v in pairs], False
+
+
 def ratings_figure(blocks: list[BlockRatings], title: str) -> Figure:
-    """One histogram of path ratings per block, the best (lowest) rating marked."""
-    fig = Figure(figsize=(7.0, 2.2 * len(blocks) + 0.6))
+    """One histogram of path ratings per block, the best (lowest) rating marked; the ratings
+    written out on the axis (no '+1.594' offset) and the legend beside the bars, not over them."""
+    fig = Figure(figsize=(8.0, 2.2 * len(blocks) + 0.6))
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(blocks), 1, squeeze=False)[:, 0]
     for ax, b in zip(axes, blocks):
         bins = min(BINS[1], max(BINS[0], len(b.ratings) // 3))
-        ax.hist(b.ratings, bins=bins, color="tab:blue", alpha=0.8)
-        ax.axvline(b.best_rating, color="tab:red", lw=1.5, label=f"best {b.best_path} ({b.best_rating:.4f})")
+        ax.hist(b.ratings, bins=bins, color="tab:blue", alpha=0.8, label=f"{len(b.ratings)} paths")
+        ax.axvline(b.best_rating, color="tab:red", lw=1.5, label=f"best {b.best_path}\n({b.best_rating:.5f})")
+        ax.ticklabel_format(axis="x", useOffset=False, style="plain")
+        ax.tick_params(axis="x", labelrotation=20, labelsize=7)
         ax.set_ylabel(f"block {b.block}\npaths")
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
     axes[-1].set_xlabel("rating (lower = better)")
     axes[0].set_title(title, fontsize=9)
     fig.tight_layout()
@@ -146,6 +164,8 @@ def ratings_figure(blocks: list[BlockRatings], title: str) -> Figure:
 # --------------------------------------------------------------------------- the command's work
 def run_records(run_dir: Path) -> list[dict]:
     """The records of a run folder's metrics.jsonl, or a one-line error saying why there are none."""
+    if run_dir.is_file():
+        raise BossNASError(f"'{run_dir}' is a file, not a run folder; give the folder that holds it ('{run_dir.parent}')")
     if not run_dir.is_dir():
         raise BossNASError(f"run folder '{run_dir}' does not exist")
     if not ((run_dir / CHECKPOINT).is_file() or (run_dir / CONFIG).is_file()):
@@ -175,5 +195,20 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
     return RunPlots(written, curves, ratings)
 
 
-__all__ = ["BlockRatings", "Curve", "RunPlots", "block_ratings", "loss_curves", "loss_figure", "plot_run",
+def draw_run_pictures(run_dir: str | os.PathLike, console) -> list[Path]:
+    """The pictures every finished ``run`` / ``train`` writes into its folder (``loss.png``,
+    ``ratings.png``), with one line naming them; a run that cannot have them (one made before
+    its curves were logged) gets a note instead of a failed run."""
+    from bossnas.errors import one_line
+
+    try:
+        written = plot_run(run_dir).written
+    except BossNASError as exc:
+        console.print(f"[yellow]note[/]: no pictures of the run: {one_line(exc)}")
+        return []
+    console.print(f"pictures: {', '.join(str(p) for p in written)}")
+    return written
+
+
+__all__ = ["BlockRatings", "Curve", "RunPlots", "block_ratings", "draw_run_pictures", "loss_curves", "loss_figure", "plot_run",
            "ratings_figure", "run_records"]

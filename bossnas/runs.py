@@ -19,6 +19,7 @@ everything around the loop that both ``bossnas run`` and ``bossnas retrain`` nee
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -108,6 +110,28 @@ class StopSignals:
                            self.signum)
 
 
+@contextlib.contextmanager
+def interrupt_on_signals(where: Callable[[], str]) -> Iterator[None]:
+    """SIGINT / SIGTERM stop the work inside at once with :class:`Interrupted` (one line, exit
+    status 128 + the signal), for work that has nothing to checkpoint (timing a latency table).
+
+    ``where()`` says what was being done and what happens next ("while timing block 1 ...;
+    nothing was written"). Outside the main thread nothing is installed.
+    """
+    def stop(signum: int, _frame: object) -> None:
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name} {where()}", signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = [(sig, signal.signal(sig, stop)) for sig in (signal.SIGINT, signal.SIGTERM)]
+    try:
+        yield
+    finally:
+        for sig, handler in previous:
+            signal.signal(sig, handler)
+
+
 class CheckpointClock:
     """When a loop should write a checkpoint because ``minutes`` passed since the last one (0: never)."""
 
@@ -160,7 +184,7 @@ SEARCH = FolderKind(
     markers=(CHECKPOINT, "best_arch.json"),
     outputs=(CHECKPOINT, CONFIG, "best_arch.json", "best_arch-*.json", "report.md", "report-*.md",
              "block_*_ratings.csv", "ratings.csv", "arch.png", "arch.pdf", "arch.svg", "retrain",
-             "metrics.jsonl", "tensorboard", "loss.png", "ratings.png"),
+             "metrics.jsonl", "tensorboard", "loss.png", "ratings.png", "latency_*.csv", "pareto_*.png"),
     files=(CHECKPOINT, CONFIG, "best_arch.json", "report.md"),
     foreign=("metrics.json",),
 )
@@ -199,6 +223,56 @@ def check_writable_folder(path: str | os.PathLike, what: str = "folder") -> None
     except OSError as exc:
         reason = "read-only file system" if exc.errno == errno.EROFS else (exc.strerror or str(exc))
         raise BossNASError(f"cannot write in '{base}' ({reason}); choose another {what} or make it writable") from None
+
+
+#: the files of a ``bossnas export`` folder (it holds model.json)
+EXPORT_FILES = ("model.pt", "model.json", "model.pt2", "model.onnx")
+#: files whose presence makes a folder a run's (search or retraining)
+RUN_MARKERS = (CHECKPOINT, CONFIG, "best_arch.json", "metrics.json", "metrics.jsonl")
+
+
+def run_file_of(path: str | os.PathLike) -> str | None:
+    """What ``path`` is when it is one of a run's own files (the checkpoint, config.yaml, a
+    record, a rating table, a latency table, a picture, an export), else None.
+
+    The path is resolved first, so a symlink to a checkpoint or ``RUN/../RUN/config.yaml``
+    counts as the file itself.
+    """
+    import fnmatch
+
+    resolved = Path(path).expanduser().resolve()
+    folder, name = resolved.parent, resolved.name
+    if name == LOCK:
+        return f"the lock file of '{folder}'"
+    if (folder / "model.json").is_file() and name in EXPORT_FILES:
+        return f"a file of the export in '{folder}'"
+    if not any((folder / marker).exists() for marker in RUN_MARKERS):
+        return None
+    for kind in (SEARCH, RETRAIN):
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in kind.outputs):
+            return f"a file of the run in '{folder}'"
+    return None
+
+
+def check_output_file(path: str | os.PathLike, option: str, force: bool = False) -> Path:
+    """Check, before any work, that a file the user named (``rate --out x.csv``) may be written.
+
+    Refused in one line: one of a run's own files (:func:`run_file_of`; never, whatever
+    ``force`` says: a rating CSV over ``checkpoint.pt`` loses the run), a folder, an existing
+    file without ``force``, and a folder that cannot be written. Write the file afterwards
+    with :func:`bossnas.utils.io.atomic_write_text` (or ``atomic_write_bytes``), so a crash
+    leaves the old file or the new one.
+    """
+    path = Path(path).expanduser()
+    owner = run_file_of(path)
+    if owner is not None:
+        raise BossNASError(f"{option} '{path}' is {owner}; it is never overwritten, choose another file name")
+    if path.is_dir():
+        raise BossNASError(f"{option} '{path}' is a folder; give a file name")
+    if (path.exists() or path.is_symlink()) and not force:
+        raise BossNASError(f"{option} '{path}' exists; add --force to overwrite it or choose another file name")
+    check_writable_folder(path.parent, f"{option} folder")
+    return path
 
 
 class RunFolder:
@@ -334,6 +408,22 @@ class RunFolder:
         save_checkpoint(self.checkpoint, {"kind": self.kind.name, **state})
 
 
+def check_search_folder(path: str | os.PathLike) -> Path:
+    """A search run folder to read (``search`` / ``rate`` / ``latency``), or one line saying what
+    ``path`` is instead: missing, a file (a record inside the folder, say), a retraining folder."""
+    path = Path(path)
+    if path.is_file():
+        inside = f"; give the run folder '{path.parent}'" if (path.parent / CHECKPOINT).is_file() else ""
+        raise BossNASError(f"'{path}' is a file, not a run folder{inside}")
+    if not path.is_dir():
+        raise BossNASError(f"run folder '{path}' does not exist")
+    if (path / "metrics.json").is_file() and not (path / "best_arch.json").exists():
+        search = f" (its search: '{path.parent}')" if (path.parent / "best_arch.json").is_file() else ""
+        raise BossNASError(f"'{path}' is a `bossnas retrain` folder, not a search run folder{search}; search, rate "
+                           "and latency work on the folder of `bossnas run`")
+    return path
+
+
 def check_same_training(saved: dict, config: Any, where: Path, saved_config: Any) -> None:
     """Refuse to resume a checkpoint trained with another config, naming the keys that differ.
 
@@ -372,5 +462,6 @@ def saved_config_tree(run_dir: str | os.PathLike) -> tuple[dict, str] | None:
 
 __all__ = [
     "CHECKPOINT", "CONFIG", "RETRAIN", "SEARCH", "CheckpointClock", "FolderKind", "Interrupted", "RunFolder", "StopSignals",
-    "check_same_training", "check_writable_folder", "diff_keys", "saved_config_tree",
+    "check_output_file", "check_same_training", "check_search_folder", "check_writable_folder", "diff_keys", "interrupt_on_signals", "run_file_of",
+    "saved_config_tree",
 ]

@@ -231,3 +231,18 @@ def stop_at_augment_call(search, n: int = 1):
         yield
     finally:
         cls.__call__ = original
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished TINY search of nats-sss (K=2), trained once per test session in this process.
+    Read it as it is; to change it, work on a :func:`copy_run` of it."""
+    out = tmp_path_factory.mktemp("tiny-run") / "run"
+    tiny_search(out, "nats-sss", TINY + ["train.paths_per_step=2"])
+    return out
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A copy of a run folder (without its lock file) to change."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".lock"))
+    return dst

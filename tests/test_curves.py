@@ -15,7 +15,6 @@ from conftest import (
     logged_steps,
     run_cli,
     start_bossnas,
-    tiny_search,
     wait_until_paused,
 )
 
@@ -214,10 +213,11 @@ def test_retrain_killed_between_checkpoints_logs_every_step_once_like_an_uninter
 
 # ------------------------------------------------------------------ bossnas plot
 @pytest.fixture(scope="module")
-def search_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("plot") / "run"
-    record, tables = tiny_search(out, "nats-sss", TINY + ["train.paths_per_step=2"])
-    return out, record, tables
+def search_run(tiny_run):
+    """The session's finished tiny search (TINY, K=2): its folder, best_arch.json and rating tables."""
+    record = json.loads((tiny_run / "best_arch.json").read_text())
+    tables = [read_table(tiny_run / f"block_{b}_ratings.csv") for b in range(3)]
+    return tiny_run, record, tables
 
 
 def _png_size(path):

@@ -331,10 +331,10 @@ def test_dynamic_rule_holds_through_a_run_and_a_resume(tmp_path):
     # choosing under a FLOPs budget: a legal chain of rated paths within the budget
     from bossnas.search.report import finish_run
 
-    free = finish_run(tmp_path / "run", own_budget=False)
+    free = finish_run(tmp_path / "run")
     assert free.record["arch"] == space.format_arch(tuple(best))
     cap = free.record["flops"] * 0.9
-    capped = finish_run(tmp_path / "run", max_flops=cap, own_budget=False)
+    capped = finish_run(tmp_path / "run", max_flops=cap)
     arch = space.parse_arch(capped.record["arch"])  # parse_arch refuses illegal chains
     assert legal([text(space, p) for p in arch]) and capped.record["flops"] <= cap
     assert all(p in t for p, t in zip(arch, capped.tables)) and capped.record["rating"] >= free.record["rating"]

@@ -6,11 +6,11 @@ import time
 
 import numpy as np
 import pytest
-from conftest import TINY, run_cli
+from conftest import copy_run, run_cli
 
 from bossnas.errors import BossNASError
 from bossnas.search.latency import LatencyTable, measure_latency, parse_duration
-from bossnas.search.select import Budget, best_within, pareto_front
+from bossnas.search.select import Budget, best_within, pareto_front, show_seconds
 from bossnas.spaces import create_space
 from bossnas.utils.timing import Spread, interleaved_times, ratio_spread
 
@@ -85,12 +85,22 @@ def test_pareto_front_matches_brute_force(space, brute):
     assert all(a[0] < b[0] and a[1] > b[1] for a, b in zip(front, front[1:]))
 
 
-def test_budget_below_fastest_architecture_is_one_line(space, brute):
+def test_adv_21_over_budget_message_names_the_fastest_real_architecture_in_ms(space, brute):
     tables, latency, rows = brute
-    fastest = min(r[1] for r in rows)
-    with pytest.raises(BossNASError, match="smallest needs --max-latency") as info:
-        best_within(space, tables, [Budget("--max-latency", latency.seconds, fastest * 0.5)])
-    assert "\n" not in str(info.value)
+    fastest = min(rows, key=lambda r: r[1])
+    budget = [Budget("--max-latency", latency.seconds, fastest[1] * 0.5, show_seconds)]
+    with pytest.raises(BossNASError) as info:
+        best_within(space, tables, budget)
+    message = str(info.value)
+    # the bound is the fastest architecture there is (by enumeration), in the unit the option takes, rounded up
+    shown = show_seconds(fastest[1])
+    assert f"below the {shown} of the cheapest ({space.format_arch(fastest[2])}); raise --max-latency to at least {shown}" in message
+    assert "\n" not in message and parse_duration(shown) >= fastest[1] > parse_duration(shown) * 0.999
+    # the old bound (each block's cheapest entry, whatever boundary it needs) lies below every architecture
+    assert sum(min(t.values()) for t in latency.seconds) < fastest[1]
+    # a budget at the bound it names is met, by exactly the fastest architecture
+    choice, (spent,) = best_within(space, tables, [Budget("--max-latency", latency.seconds, parse_duration(shown))])
+    assert spent == pytest.approx(fastest[1]) and choice.arch == fastest[2]
 
 
 def test_csv_round_trip(space, tmp_path):
@@ -166,10 +176,8 @@ def test_spread_flags_wide_rounds():
     assert not wide.trusted and wide.median == pytest.approx(1.10) and "too wide" in str(wide)
 
 
-def test_latency_command_and_search_under_latency(tmp_path, monkeypatch, capsys):
-    run = tmp_path / "run"
-    code, _, err = run_cli(monkeypatch, capsys, "run", *TINY, "--out", str(run), "--quiet")
-    assert code == 0, err
+def test_latency_command_and_search_under_latency(tiny_run, tmp_path, monkeypatch, capsys):
+    run = copy_run(tiny_run, tmp_path / "run")
     code, _, err = run_cli(monkeypatch, capsys, "search", str(run), "--max-latency", "3ms")
     assert code == 2 and "bossnas latency" in err and len(err.strip().splitlines()) == 1
     code, out, err = run_cli(monkeypatch, capsys, "latency", str(run), "--rounds", "1", "--threads", "1")
@@ -194,6 +202,6 @@ def test_latency_command_and_search_under_latency(tmp_path, monkeypatch, capsys)
     assert record["constraints"]["max_latency_ms"] == pytest.approx(float(f"{limit * 1e6:.1f}") / 1e3)
     assert "Latency (sum of the measured block table" in (run / f"report-{label}.md").read_text()
     code, _, err = run_cli(monkeypatch, capsys, "search", str(run), "--max-latency", "1us")
-    assert code == 2 and "smallest needs --max-latency" in err
+    assert code == 2 and "raise --max-latency to at least" in err
     code, _, err = run_cli(monkeypatch, capsys, "search", str(run), "--max-latency", "3")
     assert code == 2 and "with a unit" in err

@@ -166,14 +166,18 @@ def test_item_4_search_under_another_budget_writes_its_own_files(finished, tmp_p
     assert json.loads((tmp_path / "budget" / "best_arch.json").read_text()) == chosen
 
 
-def test_item_5_resume_of_a_finished_run_honours_a_new_budget(finished, tmp_path):
+def test_item_5_resume_of_a_finished_run_honours_a_new_budget(finished, tmp_path, monkeypatch, capsys):
+    """Issue 20 default 3: the new budget is honoured, in its own record; the run's choice stays."""
     run = _copy(finished, tmp_path / "run")
-    record = json.loads((run / "best_arch.json").read_text())
+    best, report = (run / "best_arch.json").read_bytes(), (run / "report.md").read_bytes()
+    record = json.loads(best)
     cap = record["flops"] - 1
-    res = bossnas("run", "--resume", "--out", str(run), f"search.max_flops={cap}", "--quiet")
-    assert res.returncode == 0, res.stderr
-    chosen = json.loads((run / "best_arch.json").read_text())
+    code, _, err = run_cli(monkeypatch, capsys, "run", "--resume", "--out", str(run), f"search.max_flops={cap}", "--quiet")
+    assert code == 0, err
+    assert (run / "best_arch.json").read_bytes() == best and (run / "report.md").read_bytes() == report
+    chosen = json.loads((run / f"best_arch-max_flops={cap}.json").read_text())
     assert chosen["constraints"]["max_flops"] == cap and chosen["flops"] <= cap < record["flops"]
+    assert f"best_arch-max_flops={cap}.json" in err and (run / f"report-max_flops={cap}.md").is_file()
     assert f"max_flops: {cap}" in (run / "config.yaml").read_text()
 
 

@@ -5,7 +5,13 @@ import pytest
 
 from bossnas.errors import BossNASError
 from bossnas.search.costs import BlockCostTable, arch_cost
-from bossnas.search.select import all_ratings, best_constrained, best_unconstrained, top_k
+from bossnas.search.select import (
+    all_ratings,
+    best_constrained,
+    best_unconstrained,
+    show_count,
+    top_k,
+)
 from bossnas.spaces import create_space
 
 
@@ -59,8 +65,10 @@ def test_constrained_choice_is_exact(space, tables, costs, brute, flop_frac, par
     assert max_p is None or got.cost.params <= max_p
 
 
-def test_budget_below_smallest_architecture_is_a_clear_error(space, tables, costs):
-    with pytest.raises(BossNASError, match="smallest needs"):
+def test_budget_below_smallest_architecture_is_a_clear_error(space, tables, costs, brute):
+    cheapest = min(brute, key=lambda r: r[1])
+    with pytest.raises(BossNASError, match=rf"search.max_flops 1k is below the {show_count(cheapest[1])} of the cheapest "
+                                           rf"\({space.format_arch(cheapest[3])}\); raise search.max_flops to at least"):
         best_constrained(space, tables, costs, max_flops=1000)
 
 

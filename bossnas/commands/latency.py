@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -14,22 +15,40 @@ def latency(
     run_dir: Path = typer.Argument(..., help="a run folder (trained or finished)"),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N"),
     batch: int = typer.Option(1, "--batch", min=1, help="images per call"),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="intra-op threads (default: torch's)"),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="intra-op threads (default: torch's; at most the CPUs here)"),
     rounds: int = typer.Option(15, "--rounds", min=1, help="interleaved timing rounds per entry"),
     statistic: str = typer.Option("min", "--statistic",
                                   help="min of the rounds (repeatable, sums to whole networks) or median (with the current load)"),
     force: bool = typer.Option(False, "--force", help="measure again over an existing table"),
 ) -> None:
     """Time every path of every block (stem in block 0, head in the last) into RUN/latency_<device>.csv."""
-    from bossnas.search.latency import latency_file, measure_latency, plot_pareto
+    from bossnas.commands.common import _console
+    from bossnas.runs import check_writable_folder, interrupt_on_signals
+    from bossnas.search.latency import (
+        STATISTICS,
+        check_latency_batch,
+        latency_file,
+        measure_latency,
+        parse_latency_device,
+        plot_pareto,
+        timings_count,
+    )
     from bossnas.search.report import read_best_arch, run_space, tables_from_state
     from bossnas.train.runner import load_run
-    from bossnas.utils.device import resolve_device
+    from bossnas.utils.progress import Bar
 
+    # every check before the first line about measuring, and before any time is spent
     config, ckpt = load_run(run_dir)
     space = run_space(config, ckpt)
-    target = resolve_device(device)
-    out = latency_file(run_dir, str(target))
+    target = parse_latency_device(device)
+    if statistic not in STATISTICS:
+        raise BossNASError(f"--statistic '{statistic}' is not one of {', '.join(STATISTICS)}")
+    cpus = os.cpu_count() or 1
+    if threads is not None and threads > cpus:
+        raise BossNASError(f"--threads {threads} is more than the {cpus} CPUs here; give at most {cpus}")
+    check_latency_batch(space, batch, target)
+    check_writable_folder(run_dir, "run folder")
+    out = latency_file(run_dir, target)
     if out.exists() and not force:
         raise BossNASError(f"'{out}' exists; add --force to measure again")
     # one entry per legal (previous boundary, path): where paths depend on the previous block, fewer than all pairs
@@ -38,9 +57,29 @@ def latency(
                f"on {target} ({threads or 'default'} threads), {statistic} of {rounds} rounds; {len(space.blocks)} blocks, "
                f"{entries} entries (each path after every boundary the previous block can end with)")
     start = time.perf_counter()
-    table = measure_latency(space, target, batch, threads, rounds, statistic,
-                            progress=lambda b, n: typer.echo(f"  block {b}: {n} entries timed"))
-    table.write_csv(out)
+    bar = Bar(_console(), "latency", timings_count(space, rounds), "timing")
+    done, where = 0, {"block": 0}
+
+    def tick(block: int) -> None:
+        nonlocal done
+        done += 1
+        where["block"] = block
+        bar.update(done, block=f"{block + 1}/{len(space.blocks)}")
+
+    def stopped() -> str:
+        kept = f"'{out}' is as it was" if out.exists() else "nothing was written"
+        return f"while timing block {where['block']} ({done} of {bar.total} timings); {kept}; run the same command again"
+
+    try:
+        with interrupt_on_signals(stopped):
+            table = measure_latency(space, target, batch, threads, rounds, statistic, tick=tick,
+                                    progress=lambda b, n: typer.echo(f"  block {b}: {n} entries timed"),
+                                    space_options=dict(config.model.space_options))
+            bar.close()
+            table.write_csv(out)
+    except BaseException:
+        bar.abort()
+        raise
     typer.echo(f"{out}  ({time.perf_counter() - start:.0f} s)")
     best = run_dir / "best_arch.json"
     chosen = space.parse_arch(read_best_arch(best)["arch"]) if best.is_file() else None

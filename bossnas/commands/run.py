@@ -55,8 +55,13 @@ def run(
     _, config, run_dir, console = _train(preset, overrides, space, data, data_dir, out, resume, force, device, quiet, extra)
     if not dist.is_main():
         return
+    from bossnas.plot_curves import draw_run_pictures
+
+    draw_run_pictures(run_dir, console)  # before the report, which links them
     # the run's budgets as this command resolved them (a --resume may set new ones)
-    _finish(run_dir, config.search.max_flops, config.search.max_params, console, wall=time.perf_counter() - start)
+    names = ("--max-flops" if flops is not None else "search.max_flops", "--max-params" if params is not None else "search.max_params")
+    _finish(run_dir, config.search.max_flops, config.search.max_params, console, wall=time.perf_counter() - start,
+            budget_names=names)
     console.print(f"report: {run_dir / 'report.md'}  (wall {time.perf_counter() - start:.1f} s)")
 
 

@@ -12,21 +12,25 @@ from bossnas.errors import BossNASError
 
 
 def _finish(run_dir: Path, max_flops: float | None, max_params: float | None, console, wall: float | None = None,
-            out: Path | None = None, own_budget: bool = True, max_latency: float | None = None,
-            latency_device: str = "cpu") -> dict:
+            out: Path | None = None, max_latency: float | None = None, latency_device: str = "cpu",
+            budget_names: tuple[str, str] | None = None, result_console=None) -> dict:
+    """Choose, write the record and report, and print the result (on ``result_console``, default
+    ``console``) and any warning that the ratings cannot tell the best paths apart (on ``console``)."""
+    from bossnas.search.noise import noise_summary
     from bossnas.search.report import finish_run
 
-    done = finish_run(run_dir, max_flops, max_params, wall, out, own_budget, max_latency, latency_device)
-    record = done.record
-    console.print(
+    done = finish_run(run_dir, max_flops, max_params, wall, out, max_latency, latency_device, budget_names)
+    record, result = done.record, result_console or console
+    result.print(
         f"[bold green]chosen architecture[/] {record['arch']}  rating {record['rating']:.5f}  "
         f"params {record['params']:,}  FLOPs {record['flops'] / 1e6:.2f}M  -> {done.best_arch}"
     )
     if done.latency is not None:
-        from bossnas.search.latency import plot_pareto
-
-        console.print(f"latency {record['latency_ms']:.3f} ms (table sum, {latency_device}); rating vs latency / FLOPs: "
-                      f"{plot_pareto(done.best_arch.parent, done.space, done.tables, done.latency, done.arch)}")
+        result.print(f"latency {record['latency_ms']:.3f} ms (table sum, {latency_device}); rating vs latency / FLOPs: "
+                     f"{done.pareto}")
+    summary = noise_summary(done.noises or [])
+    if summary:
+        console.print(f"[yellow]warning[/]: {summary} (details: {done.report})")
     return record
 
 
@@ -52,19 +56,25 @@ def search(
     max_latency: str | None = typer.Option(None, "--max-latency", help="latency budget (e.g. 3ms, 800us) against "
                                            "RUN/latency_<device>.csv from `bossnas latency RUN`"),
     latency_device: str = typer.Option("cpu", "--latency-device", help="whose latency table: cpu or cuda"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="folder for best_arch.json and report.md (default: the run "
-                                    "folder; under a budget other than the run's: best_arch-<budget>.json there)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="folder for the record and report (default: the run folder); "
+                                    "best_arch.json there unless it holds one of another budget, then best_arch-<budget>.json"),
 ) -> None:
     """Choose the best-rated architecture of a trained run, optionally under a FLOPs/params/latency budget.
 
-    The run's own best_arch.json / report.md are never overwritten by another budget: that
-    choice goes to best_arch-<budget>.json / report-<budget>.md, or to --out.
+    The run's own best_arch.json / report.md are never overwritten by a choice under another
+    budget: that choice goes to best_arch-<budget>.json / report-<budget>.md (in --out, too).
     """
+    from rich.console import Console
+
+    from bossnas.search.latency import latency_device as check_device
     from bossnas.search.latency import parse_duration
 
-    _finish(run_dir, _parse_budget(max_flops, "--max-flops"), _parse_budget(max_params, "--max-params"), _console(),
-            out=out, own_budget=False, max_latency=None if max_latency is None else parse_duration(max_latency),
-            latency_device=latency_device)
+    flops, params = _parse_budget(max_flops, "--max-flops"), _parse_budget(max_params, "--max-params")
+    limit = None if max_latency is None else parse_duration(max_latency)
+    check_device(latency_device, "--latency-device")
+    # the result on stdout (to read or pipe), warnings on stderr
+    _finish(run_dir, flops, params, _console(), out=out, max_latency=limit, latency_device=latency_device,
+            result_console=Console(highlight=False, soft_wrap=True))
 
 
 def register(app: typer.Typer) -> None:

@@ -80,6 +80,12 @@ def train(
     if nproc is not None:
         _launch(nproc)
     _, _, run_dir, console = _train(preset, overrides, space, data, data_dir, out, resume, force, device, quiet)
+    from bossnas import distributed as dist
+
+    if dist.is_main():
+        from bossnas.plot_curves import draw_run_pictures
+
+        draw_run_pictures(run_dir, console)
     console.print(f"trained; choose the architecture with `bossnas search {run_dir}`")
 
 

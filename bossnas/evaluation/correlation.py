@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import itertools
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,10 @@ def correlate(scores: np.ndarray, truth: np.ndarray, lower_is_better: bool) -> C
 
 def _read_rows(path: str | Path) -> tuple[list[str], list[dict]]:
     path = Path(path)
+    if path.is_dir():
+        hint = (f" (a run folder: `bossnas rate {path}` writes its ratings to '{path / 'ratings.csv'}', and "
+                f"'{path / 'block_0_ratings.csv'}' ... are its block tables)") if (path / "checkpoint.pt").is_file() else ""
+        raise BossNASError(f"'{path}' is a folder, not a CSV file{hint}")
     if not path.is_file():
         raise BossNASError(f"CSV file '{path}' not found")
     try:
@@ -213,14 +218,48 @@ def load_costs(path: str | Path) -> dict[str, dict[str, float]]:
     return costs
 
 
-def _common_archs(scores: dict, truth: dict, scores_path, truth_path) -> list[str]:
+def _common_archs(scores: dict, truth: dict, scores_path, truth_path, table: ScoreTable | None = None,
+                  separator: str = ":") -> list[str]:
     common = sorted(set(scores) & set(truth))
     if len(common) < 3:
+        if table is not None and table.blocks is not None and separator and scores and truth:
+            mine = {len(a.split(separator)) for a in scores}
+            theirs = {len(a.split(separator)) for a in truth}
+            if mine.isdisjoint(theirs):
+                raise BossNASError(
+                    f"'{scores_path}' is a block table of {len(table.blocks)} block(s), whose combinations have "
+                    f"{'/'.join(map(str, sorted(mine)))} '{separator}'-separated parts, but the architectures of "
+                    f"'{truth_path}' have {'/'.join(map(str, sorted(theirs)))}: is a block missing from the table?")
         raise BossNASError(
             f"only {len(common)} architectures appear in both '{scores_path}' and '{truth_path}'; "
             "check that both name architectures the same way"
         )
     return common
+
+
+#: ``nats-sss/64:40:48:64:56``: the space-prefixed form ``show`` and ``retrain`` accept
+_PREFIXED = re.compile(r"([a-z][a-z0-9_.-]*)/(.+)")
+
+
+def strip_space_prefix(names: dict, path) -> tuple[dict, str | None]:
+    """``names`` (arch -> anything) with a common ``<space>/`` prefix taken off, and that space;
+    names without one (or with several prefixes) are returned as they are, with None."""
+    matches = [_PREFIXED.fullmatch(a) for a in names]
+    spaces = {m.group(1) for m in matches if m is not None}
+    if len(spaces) != 1 or any(m is None for m in matches):
+        return names, None
+    stripped = {m.group(2): v for m, v in zip(matches, names.values())}
+    if len(stripped) != len(names):
+        raise BossNASError(f"'{path}': architectures repeat once their space prefix is taken off")
+    return stripped, spaces.pop()
+
+
+def _same_space(named: list[tuple[str | None, object]]) -> None:
+    """Refuse files that name architectures of two different spaces (by their prefixes)."""
+    found = [(space, path) for space, path in named if space is not None]
+    if len({space for space, _ in found}) > 1:
+        listed = ", ".join(f"'{path}' of '{space}'" for space, path in found)
+        raise BossNASError(f"the files name architectures of different spaces ({listed}); correlate one space's files")
 
 
 def _orientation(column: str, lower_is_better: bool | None) -> bool:
@@ -269,10 +308,14 @@ def rating_accuracy_files(scores_path: str | Path, truth_path: str | Path, costs
     picks are reported for every cost column, and each block's partial Spearman is taken after
     the path's mean log cost (over the architectures through it).
     """
-    truth_all = load_truth(truth_path, truth_col)
+    truth_all, truth_space = strip_space_prefix(load_truth(truth_path, truth_col), truth_path)
     separator = ":" if any(":" in a for a in truth_all) else ""
     table = read_score_table(scores_path, score_col, separator)
-    common = _common_archs(table.scores, truth_all, scores_path, truth_path)
+    scores, scores_space = strip_space_prefix(table.scores, scores_path)
+    if scores_space is not None:
+        table = ScoreTable(scores, table.column, table.blocks, table.arch_paths)
+    named = [(truth_space, truth_path), (scores_space, scores_path)]
+    common = _common_archs(table.scores, truth_all, scores_path, truth_path, table, separator)
     lower = _orientation(table.column, lower_is_better)
     sign = -1.0 if lower else 1.0
     score = sign * np.array([table.scores[a] for a in common])
@@ -281,27 +324,35 @@ def rating_accuracy_files(scores_path: str | Path, truth_path: str | Path, costs
     costs: dict[str, np.ndarray] = {}
     if costs_path is not None:
         for name, values in load_costs(costs_path).items():
+            values, costs_space = strip_space_prefix(values, costs_path)
+            named.append((costs_space, costs_path))
             missing = [a for a in common if a not in values]
             if missing:
                 raise BossNASError(f"'{costs_path}' has no '{name}' for architecture '{missing[0]}' "
                                    f"({len(missing)} of {len(common)} missing)")
             costs[name] = np.array([values[a] for a in common])
+    _same_space(named)
     summary = size_controlled(score, truth, costs)
     picked = {name: [common[p["index"]] for p in picks] for name, picks in summary["picks"].items()}
-    blocks = _block_figures(table, common, truth, costs, sign) if table.blocks is not None else []
+    blocks = _block_figures(table, common, truth, costs, sign, scores_path, truth_path) if table.blocks is not None else []
     return RatingAccuracy(correlation, summary, blocks, picked)
 
 
 def _block_figures(table: ScoreTable, common: list[str], truth: np.ndarray, costs: dict[str, np.ndarray],
-                   sign: float) -> list[BlockAccuracy]:
+                   sign: float, scores_path="scores", truth_path="truth") -> list[BlockAccuracy]:
     assert table.blocks is not None and table.arch_paths is not None
     figures = []
     for b, block in enumerate(table.blocks):
         paths = list(block)
         index_of = {p: i for i, p in enumerate(paths)}
         through = np.array([index_of[table.arch_paths[a][b]] for a in common])
-        if len(np.unique(through)) < len(paths):
-            continue  # a path with no ground truth: no marginal accuracy to compare with
+        present = set(through.tolist())
+        absent = [p for i, p in enumerate(paths) if i not in present]
+        if absent:  # a mistyped path silently dropped its block's figure and its architectures
+            raise BossNASError(
+                f"'{scores_path}': block {b} path '{absent[0]}' is in no architecture of '{truth_path}'"
+                f"{f' ({len(absent)} such paths)' if len(absent) > 1 else ''}: mistyped, or of another space? "
+                "Every path of a block table must be in some architecture of the ground truth")
         marginal = path_marginals(through, truth, len(paths))
         covariates = {f"log {name}": path_marginals(through, np.log(values), len(paths)) for name, values in costs.items()}
         figures.append(block_accuracy(b, sign * np.array([block[p] for p in paths]), marginal, covariates))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -126,16 +127,38 @@ def path_outputs(
     return target, prediction
 
 
+def _image_losses(prediction: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """``[N]``: the symmetric BYOL loss of one path's predictions on each rating image."""
+    return (byol_regression_loss(prediction[0], centre[1], reduction="none")
+            + byol_regression_loss(prediction[1], centre[0], reduction="none"))
+
+
 def ratings_against_centre(predictions: Sequence[torch.Tensor], centre: torch.Tensor) -> list[float]:
     """Symmetric BYOL loss of each path's predictions ``[2, N, D]`` against the centre ``[2, N, D]``.
 
     View 1's prediction is compared with view 2's centre and vice versa, as in training.
     """
-    ratings = []
+    return [float(_image_losses(p, centre).mean()) for p in predictions]
+
+
+def half_ratings_against_centre(predictions: Sequence[torch.Tensor], centre: torch.Tensor) -> list[tuple[float, float]]:
+    """Each path's rating on the first and on the second half of the rating images (the centre
+    of an image is the mean over paths of that image alone, so a half's rating is the same as
+    rating on that half only): what :mod:`bossnas.search.noise` measures the ratings' noise with."""
+    halves = []
     for p in predictions:
-        loss = byol_regression_loss(p[0], centre[1], reduction="none") + byol_regression_loss(p[1], centre[0], reduction="none")
-        ratings.append(float(loss.mean()))
-    return ratings
+        losses = _image_losses(p, centre)
+        cut = max(1, losses.shape[0] // 2)
+        halves.append((float(losses[:cut].mean()), float(losses[cut:].mean()) if losses.shape[0] > cut else float("nan")))
+    return halves
+
+
+@dataclass(frozen=True)
+class BlockRatings:
+    """:func:`rate_block_with_halves`: each path's rating, and its ratings on the two halves of the images."""
+
+    ratings: list[float]
+    halves: list[tuple[float, float]]
 
 
 @torch.no_grad()
@@ -152,7 +175,27 @@ def rate_block(
     distributed: bool = False,
     recalibrate_predictor: bool = True,
 ) -> list[float]:
-    """The rating (lower is better) of each path of ``block``.
+    """The rating (lower is better) of each path of ``block`` (see :func:`rate_block_with_halves`)."""
+    return rate_block_with_halves(model, block, paths, recal_features, rate_features, batch_size, bn_recalibration,
+                                  autocast, progress, distributed, recalibrate_predictor).ratings
+
+
+@torch.no_grad()
+def rate_block_with_halves(
+    model: SiameseSupernet,
+    block: int,
+    paths: Sequence[Path],
+    recal_features: Sequence[torch.Tensor],
+    rate_features: tuple[torch.Tensor, torch.Tensor],
+    batch_size: int,
+    bn_recalibration: bool = True,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    progress: Callable[[int], None] | None = None,
+    distributed: bool = False,
+    recalibrate_predictor: bool = True,
+) -> BlockRatings:
+    """The rating (lower is better) of each path of ``block``, and its ratings on the two
+    halves of the rating images (the ratings' noise, :mod:`bossnas.search.noise`).
 
     For each path: recalibrate BN along it, add its raw (unnormalised) target projections of
     both rating views to a running sum (the population centre is their mean over all paths) and
@@ -169,7 +212,7 @@ def rate_block(
     world, me = (dist.world_size(), dist.rank()) if distributed else (1, 0)
     count = len(paths)
     if count == 0:
-        return []
+        return BlockRatings([], [])
     norms = _block_norms_in_eval(model, block, recalibrate_predictor)
     centre_sum = None
     predictions = []
@@ -183,7 +226,9 @@ def rate_block(
             target if centre_sum is None else centre_sum.add_(target))
         if progress is not None:
             progress(min(count, start + world))
-    mine = ratings_against_centre(predictions, population_centre(centre_sum, count))
+    centre = population_centre(centre_sum, count)
+    mine, halves = ratings_against_centre(predictions, centre), half_ratings_against_centre(predictions, centre)
     if world == 1:
-        return mine
-    return dist.gather_sharded(mine, count, centre_sum.device)
+        return BlockRatings(mine, halves)
+    first, second = (dist.gather_sharded([h[i] for h in halves], count, centre_sum.device) for i in (0, 1))
+    return BlockRatings(dist.gather_sharded(mine, count, centre_sum.device), list(zip(first, second)))

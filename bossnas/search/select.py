@@ -22,7 +22,7 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,13 +157,38 @@ def legal_archs(space: SearchSpace, candidates: Sequence[Sequence[Path]], limit:
 CostTable = list[dict[tuple[Hashable, Path], float]]
 
 
+def ceil_significant(x: float, digits: int = 4) -> float:
+    """``x`` rounded up to ``digits`` significant digits: a bound printed this way still holds."""
+    if x <= 0 or not math.isfinite(x):
+        return x
+    scale = 10.0 ** (digits - 1 - math.floor(math.log10(x)))
+    up = math.ceil(x * scale)
+    return up / scale if up / scale >= x else (up + 1) / scale
+
+
+def show_count(x: float, up: bool = True) -> str:
+    """A count as the budget options accept it: 2167345 -> '2.168M' (rounded up with ``up``,
+    so a bound printed this way still holds; else to 6 digits)."""
+    for suffix, unit in (("G", 1e9), ("M", 1e6), ("k", 1e3), ("", 1.0)):
+        if abs(x) >= unit or unit == 1.0:
+            return f"{ceil_significant(x / unit) if up else x / unit:.6g}{suffix}"
+    raise AssertionError("unreachable")
+
+
+def show_seconds(x: float, up: bool = True) -> str:
+    """Seconds as ``--max-latency`` takes them: 0.00080512 -> '0.8052ms' (rounded up with ``up``)."""
+    return f"{ceil_significant(x * 1e3) if up else x * 1e3:.6g}ms"
+
+
 @dataclass(frozen=True)
 class Budget:
-    """An upper bound on one additive cost; ``name`` is what the user raises in the error message."""
+    """An upper bound on one additive cost; ``name`` is what the user raises in the error message
+    (the option or config key they gave), ``show`` writes a value of it as they would type it."""
 
     name: str
     table: CostTable
     limit: float
+    show: Callable[..., str] = show_count
 
 
 #: a partial architecture in the dynamic programme: (summed costs, summed rating, paths)
@@ -234,18 +259,41 @@ def best_within(space: SearchSpace, tables: RatingTables, budgets: list[Budget])
     """
     if not budgets:
         return best_unconstrained(tables, space), ()
-    smallest = [sum(min(t[b.index].values()) for b in space.blocks) for t in (bd.table for bd in budgets)]
-    if any(s > bd.limit for s, bd in zip(smallest, budgets)):
-        needs = ", ".join(f"{bd.name} {s:.4g}" for s, bd in zip(smallest, budgets))
-        raise BossNASError(f"no architecture of '{space.name}' fits the budget: the smallest needs {needs}; "
-                           f"raise {' / '.join(bd.name for bd in budgets)} above those")
+    rated = (" (block k was rated only on the paths that follow block k-1's best path, so fewer "
+             "architectures were rated than the space holds)") if space.paths_follow_previous else ""
+    too_low = []
+    for bd in budgets:
+        least, arch = cheapest_rated(space, tables, bd.table)
+        if least > bd.limit:
+            too_low.append(f"{bd.name} {bd.show(bd.limit, up=False)} is below the {bd.show(least)} of the cheapest "
+                           f"({space.format_arch(arch)}); raise {bd.name} to at least {bd.show(least)}")
+    if too_low:
+        raise BossNASError(f"no rated architecture of '{space.name}' fits{rated}: {'; '.join(too_low)}")
     finals = _fronts(space, tables, [bd.table for bd in budgets], [bd.limit for bd in budgets])
-    if not finals:
-        rated = (" (block k was rated only on the paths that follow block k-1's best path, so fewer "
-                 "architectures were rated than the space holds)") if space.paths_follow_previous else ""
-        raise BossNASError(f"no rated architecture fits the budget{rated}; raise {' / '.join(bd.name for bd in budgets)}")
+    if not finals:  # each budget alone is met by some architecture, but none meets all of them
+        given = " and ".join(f"{bd.name} {bd.show(bd.limit, up=False)}" for bd in budgets)
+        raise BossNASError(f"no rated architecture of '{space.name}' fits {given} together{rated}; "
+                           f"each alone is met, so raise one of {' / '.join(bd.name for bd in budgets)}")
     costs, rating, arch = min(finals, key=lambda it: (it[1], it[0]))
     return Selection(arch, rating), costs
+
+
+def cheapest_rated(space: SearchSpace, tables: RatingTables, cost: CostTable) -> tuple[float, Arch]:
+    """The least additive ``cost`` of any architecture of rated paths (a legal chain where paths
+    depend on the previous block's), and that architecture: exact, by a min-sum over blocks
+    per boundary key (summing each block's cheapest entry ignores which key an entry needs)."""
+    states: dict[Hashable, tuple[float, Arch]] = {None: (0.0, ())}
+    for b, table in enumerate(tables):
+        nxt: dict[Hashable, tuple[float, Arch]] = {}
+        for key, (spent, arch) in states.items():
+            for path in table:
+                if not _may_follow(space, b, key, path):
+                    continue
+                total, new_key = spent + cost[b][(key, path)], space.boundary_key(b, path)
+                if new_key not in nxt or total < nxt[new_key][0]:
+                    nxt[new_key] = (total, arch + (path,))
+        states = nxt
+    return min(states.values(), key=lambda it: it[0])
 
 
 def pareto_front(space: SearchSpace, tables: RatingTables, cost: CostTable) -> list[tuple[float, float, Arch]]:
@@ -261,10 +309,12 @@ def flops_table(costs: BlockCostTable, what: str = "flops") -> CostTable:
 
 def best_constrained(space: SearchSpace, tables: RatingTables, costs: BlockCostTable,
                      max_flops: float | None = None, max_params: float | None = None,
-                     extra: list[Budget] | None = None) -> Selection:
-    """The best-rated architecture whose FLOPs and parameters (and ``extra`` budgets) fit (exact)."""
+                     extra: list[Budget] | None = None,
+                     names: tuple[str, str] = ("search.max_flops", "search.max_params")) -> Selection:
+    """The best-rated architecture whose FLOPs and parameters (and ``extra`` budgets) fit (exact).
+    ``names``: how the FLOPs and parameter budgets were given (options or config keys), for messages."""
     budgets = [Budget(name, flops_table(costs, what), limit)
-               for name, what, limit in (("search.max_flops", "flops", max_flops), ("search.max_params", "params", max_params))
+               for name, what, limit in ((names[0], "flops", max_flops), (names[1], "params", max_params))
                if limit is not None] + list(extra or [])
     choice, _ = best_within(space, tables, budgets)
     return Selection(choice.arch, choice.rating, costs.cost(choice.arch))

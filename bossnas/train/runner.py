@@ -43,7 +43,8 @@ from bossnas.runs import (
     diff_keys,
 )
 from bossnas.search.costs import cost_table
-from bossnas.search.rating import rate_block, recalibrate_bn
+from bossnas.search.noise import block_noise, noise_note
+from bossnas.search.rating import rate_block_with_halves, recalibrate_bn
 from bossnas.spaces import create_space, space_class
 from bossnas.spaces.base import Path, SearchSpace
 from bossnas.ssl.momentum import cosine_momentum, ema_update_
@@ -75,6 +76,9 @@ class RunState:
     best_paths: list[str] = field(default_factory=list)
     #: block index (as str) -> [[path, rating], ...] in the block's path order
     tables: dict[str, list] = field(default_factory=dict)
+    #: block index (as str) -> [[rating on the first half of the rating images, on the second], ...]
+    #: in the same order: the ratings' own noise (bossnas.search.noise); absent in older runs
+    rating_halves: dict[str, list] = field(default_factory=dict)
     #: one dict per finished epoch: block, epoch, loss, seconds
     history: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0
@@ -595,7 +599,7 @@ class BlockwiseSearch:
                 )
 
         try:
-            ratings = rate_block(
+            rated = rate_block_with_halves(
                 self.model, block, paths, recal_feats, rate_feats,
                 batch_size=cfg.search.batch_size or cfg.train.batch_size,
                 bn_recalibration=cfg.search.bn_recalibration, autocast=self.autocast,
@@ -605,6 +609,7 @@ class BlockwiseSearch:
         except BaseException:
             bar.abort()
             raise
+        ratings = rated.ratings
         best_index = min(range(len(paths)), key=ratings.__getitem__)
         best = paths[best_index]
         bar.update(len(paths), best=self.space.format_path(best))
@@ -619,11 +624,14 @@ class BlockwiseSearch:
         dist.broadcast_module_(self.model, parameters=False)
         table = [[self.space.format_path(p), r] for p, r in zip(paths, ratings)]
         self.state.tables[str(block)] = table
+        self.state.rating_halves[str(block)] = [list(h) for h in rated.halves]
         self.state.best_paths.append(self.space.format_path(best))
         self.state.rate_seconds += time.perf_counter() - start
         if self.is_main:
             write_table(self.run_dir / f"block_{block}_ratings.csv", block, table)
-        self.console.print(f"  block {block}: best path {self.space.format_path(best)} (rating {ratings[best_index]:.5f})")
+        noise = block_noise(block, dict(zip(paths, ratings)), dict(zip(paths, rated.halves)))
+        self.console.print(f"  block {block}: best path {self.space.format_path(best)} (rating {ratings[best_index]:.5f})"
+                           + noise_note(self.space, noise))
         self.state.block += 1
         self.state.phase = "done" if self.state.block == len(self.space.blocks) else "train"
         self.state.epoch = self.state.step = 0
@@ -671,10 +679,12 @@ def check_compatible(ckpt: dict, config: RunConfig, where: FsPath) -> None:
 
 def load_run(run_dir: str | FsPath) -> tuple[RunConfig, dict]:
     """The config and checkpoint of a run folder (for search / rate / report)."""
-    run_dir = FsPath(run_dir)
-    if not run_dir.is_dir():
-        raise BossNASError(f"run folder '{run_dir}' does not exist")
+    from bossnas.runs import RETRAIN, check_search_folder
+
+    run_dir = check_search_folder(run_dir)
     ckpt = load_checkpoint(run_dir / CHECKPOINT)
+    if ckpt.get("kind") == RETRAIN.name:  # a retraining folder whose metrics.json is not written yet
+        raise BossNASError(f"'{run_dir}' is a `bossnas retrain` folder, not a search run folder; give the folder of `bossnas run`")
     return config_from_dict(ckpt["config"]), ckpt
 
 

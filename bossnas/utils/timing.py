@@ -55,11 +55,13 @@ def _timer(fn: Callable[[], object], threads: int) -> benchmark.Timer:
 
 
 def interleaved_times(fns: Sequence[Callable[[], object]], rounds: int, threads: int | None = None,
-                      warmup: int = 2) -> list[list[float]]:
+                      warmup: int = 2, progress: Callable[[], None] | None = None) -> list[list[float]]:
     """Seconds per call of every function in every round (``result[i][r]``), the functions alternated.
 
     Each function is first called ``warmup`` times (first-call costs: allocation, kernel
     choice) and its calls per measurement fixed so one measurement lasts ``MIN_MEASUREMENT_S``.
+    ``progress()`` is called after each function's warm-up and after each measurement:
+    ``len(fns) * (rounds + 1)`` calls in all.
     """
     if rounds < 1:
         raise ValueError("rounds must be >= 1")
@@ -71,10 +73,14 @@ def interleaved_times(fns: Sequence[Callable[[], object]], rounds: int, threads:
             timer.timeit(warmup)
         once = timer.timeit(1).median
         numbers.append(max(1, math.ceil(MIN_MEASUREMENT_S / max(once, 1e-9))))
+        if progress is not None:
+            progress()
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
         for i, (timer, number) in enumerate(zip(timers, numbers)):
             times[i].append(timer.timeit(number).median)
+            if progress is not None:
+                progress()
     return times
 
 
