@@ -81,6 +81,12 @@ def test_estimate_after_the_first_steps_covers_every_block_and_its_rating():
     assert progress.fields(1) == {"run": "1/3 blocks done, 82 s left"}
 
 
+def test_durations_read_as_a_plan_reads_them():
+    from bossnas.utils.progress import minutes
+
+    assert [minutes(s) for s in (0.2, 30, 600, 3 * 3600, 5 * 86400)] == ["1 s", "30 s", "10 min", "3.0 h", "5 days"]
+
+
 def test_estimate_of_a_resumed_run_counts_only_what_is_left():
     clock = FakeClock()
     progress = SearchProgress([BlockPlan(10, 4, 1.0)] * 3, clock=clock)

@@ -102,12 +102,14 @@ Clock = Callable[[], float]
 
 
 def minutes(seconds: float) -> str:
-    """A duration as a plan reads it: '40 s', '12 min', '3.5 h'."""
+    """A duration as a plan reads it: '40 s', '12 min', '3.5 h', '11 days'."""
     if seconds < 90:
         return f"{max(1, round(seconds))} s"
     if seconds < 90 * 60:
         return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"
 
 
 class RateMeter:
