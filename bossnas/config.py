@@ -327,6 +327,8 @@ class RetrainModelConfig:
 class RetrainDataConfig(DataConfig):
     #: None: small-noflip for digits, imagenet for images of 64 px and more, small otherwise
     augment: str | None = None
+    #: test on a fixed subset of N test images (None: all); every evaluation, the final one too
+    test_images: int | None = None
 
 
 @dataclass
@@ -356,6 +358,7 @@ RETRAIN_CHECKS: Checks = {**_CHECKS, **{
     "train.label_smoothing": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "train.ema_decay": (lambda v: v is None or 0 <= v < 1, "a number in [0, 1) (0: no EMA)"),
     "train.eval_every": (lambda v: v >= 0, "an integer >= 0"),
+    "data.test_images": (lambda v: v is None or v >= 1, "an integer >= 1"),
     "data.augment": (lambda v: v is None or v in AUGMENTS,
                      ", ".join(AUGMENTS) + " (byol and byol-bossnas are two-view search augmentations)"),
     "model.name": (lambda v: bool(v), "a model name or an architecture"),
@@ -372,7 +375,7 @@ class RetrainConfig(ConfigBase):
 
     #: not device, workers, evaluation cadence or where the architecture was read
     UNTRAINED: typing.ClassVar[tuple[str, ...]] = ("device", "model.source", "data.workers", "data.download",
-                                                   "train.eval_every", "train.checkpoint_minutes")
+                                                   "data.test_images", "train.eval_every", "train.checkpoint_minutes")
     CHECKS: typing.ClassVar[Checks] = RETRAIN_CHECKS
     LABEL: typing.ClassVar[str] = "retrain key"
 

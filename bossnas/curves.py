@@ -66,6 +66,8 @@ class MetricsLog:
         self._tb: Any = None
         #: whether the first TensorBoard event written drops the earlier events from its step on
         self._purge = False
+        #: TensorBoard step of the last record written (histograms and text go there)
+        self.last_step: int | None = None
 
     # ------------------------------------------------------------------ start / resume
     def start(self, offset: int | None = 0) -> str | None:
@@ -108,20 +110,40 @@ class MetricsLog:
         self._file.write(line)
         self._file.flush()
         self._size += len(line)
+        if tb_step is not None:
+            self.last_step = tb_step
         if self.use_tensorboard and tb_step is not None:
             self._scalars(record, tb_step)
 
-    def _scalars(self, record: dict, step: int) -> None:
+    def _writer(self, purge: int) -> Any:
         if self._tb is None:
             from torch.utils.tensorboard import SummaryWriter
 
-            # on a resume, TensorBoard drops the earlier events from this step on: those logged
-            # after the checkpoint. An epoch or eval record sits on its epoch's last step, after that
-            # step's own record, which the checkpoint counted, so the purge starts one step later
-            purge = step + (record["kind"] != "step")
             self._tb = SummaryWriter(str(self.tensorboard_dir), purge_step=purge if self._purge else None)
+        return self._tb
+
+    def _scalars(self, record: dict, step: int) -> None:
+        # on a resume, TensorBoard drops the earlier events from this step on: those logged
+        # after the checkpoint. An epoch or eval record sits on its epoch's last step, after that
+        # step's own record, which the checkpoint counted, so the purge starts one step later
+        writer = self._writer(step + (record["kind"] != "step"))
         for tag, value in scalar_tags(record):
-            self._tb.add_scalar(tag, value, step)
+            writer.add_scalar(tag, value, step)
+
+    def histogram(self, tag: str, values: list[float]) -> None:
+        """A distribution (a block's path ratings) on TensorBoard, at the last record's step
+        (metrics.jsonl does not hold it: the rating CSVs beside it do)."""
+        finite = [v for v in values if math.isfinite(v)]
+        if self.use_tensorboard and self.last_step is not None and finite:
+            import numpy as np
+
+            # after the step's own record, which the checkpoint counted: the purge starts one later
+            self._writer(self.last_step + 1).add_histogram(tag, np.asarray(finite, dtype=np.float64), self.last_step)
+
+    def text(self, tag: str, text: str) -> None:
+        """A line of text (a block's best path) on TensorBoard, at the last record's step."""
+        if self.use_tensorboard and self.last_step is not None:
+            self._writer(self.last_step + 1).add_text(tag, text, self.last_step)
 
     def sync(self) -> None:
         """Put every record on disk before a checkpoint counts it."""
@@ -175,6 +197,18 @@ class PendingSteps:
         self.records = []
 
 
+def log_choice(run_dir: str | os.PathLike, tag: str, text: str) -> None:
+    """The architecture a search chose, as text in the run's TensorBoard logs (where the run
+    has them: written when tensorboard was installed), at step 0 of its own tag."""
+    folder = Path(run_dir) / TENSORBOARD_DIR
+    if not folder.is_dir() or not tensorboard_available():
+        return
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(folder)) as writer:
+        writer.add_text(tag, text, 0)
+
+
 def tensorboard_available() -> bool:
     """Whether ``torch.utils.tensorboard`` can be used (it needs the ``tensorboard`` package)."""
     try:
@@ -207,4 +241,5 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
     return records
 
 
-__all__ = ["METRICS_LOG", "TENSORBOARD_DIR", "MetricsLog", "PendingSteps", "read_metrics", "tensorboard_available"]
+__all__ = ["METRICS_LOG", "TENSORBOARD_DIR", "MetricsLog", "PendingSteps", "log_choice", "read_metrics",
+           "tensorboard_available"]

@@ -8,7 +8,7 @@ Two forms, written side by side into one folder:
 - ``model.pt2``: a ``torch.export`` ExportedProgram with a dynamic batch dimension, loadable
   with plain torch (``torch.export.load("model.pt2").module()``), no bossnas needed; the
   spec travels inside it as the extra file ``bossnas.json``;
-- ``model.onnx`` (when the ``onnx`` extra is installed: ``pip install 'bossnas[onnx]'``): an
+- ``model.onnx`` (when the ``onnx`` extra is installed: ``pip install -e ".[onnx]"`` in a clone of the repository): an
   ONNX graph at opset ``ONNX_OPSET`` with input ``images`` (N x C x H x W, N dynamic) and
   output ``logits``, written by ``torch.onnx.export(..., dynamo=True)`` (the exporter torch
   recommends and defaults to; it works offline and goes through ``torch.export``, the same
@@ -51,7 +51,7 @@ ONNX_FILE = "model.onnx"
 ONNX_OPSET = 18
 ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
-ONNX_HINT = "pip install 'bossnas[onnx]' (onnx, onnxscript, onnxruntime)"
+ONNX_HINT = 'pip install -e ".[onnx]" in your bossnas clone (onnx, onnxscript, onnxruntime)'
 
 
 @dataclass

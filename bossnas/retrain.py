@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import platform
 import time
@@ -32,7 +33,7 @@ from bossnas.config import RetrainConfig, apply_options, build_config, set_key
 from bossnas.curves import MetricsLog, PendingSteps
 from bossnas.data.augment import hflip, pad_crop, resized_crop
 from bossnas.data.batches import epoch_batches, iterate, seeded_generator
-from bossnas.data.datasets import SplitData, limit_train, load_data
+from bossnas.data.datasets import SplitData, limit_test, limit_train, load_data
 from bossnas.errors import BossNASError
 from bossnas.models import ModelSpec, best_arch_path, create_model, resolve_model
 from bossnas.runs import (
@@ -51,7 +52,7 @@ from bossnas.spaces import create_space, space_class
 from bossnas.train.optim import build_optimizer, set_lr, warmup_cosine_lr
 from bossnas.utils.device import autocast_factory, resolve_device
 from bossnas.utils.io import atomic_write_json, existing_path
-from bossnas.utils.progress import Bar, make_console
+from bossnas.utils.progress import Bar, RetrainProgress, make_console
 
 METRICS = "metrics.json"
 #: the kind recorded in a retraining checkpoint (bossnas.export checks it)
@@ -259,7 +260,7 @@ def prepare_data(config: RetrainConfig, spec: ModelSpec) -> SplitData:
     d = config.data
     data = load_data(d.name, d.root, d.image_size, d.download, d.workers, default_size=default_size,
                      batch_size=config.train.batch_size)
-    return limit_train(data, d.train_images, seed=config.seed)
+    return limit_test(limit_train(data, d.train_images, seed=config.seed), d.test_images, seed=config.seed)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -372,6 +373,17 @@ class Retrainer:
                 "classes": list(d.classes), "mean": list(d.mean), "std": list(d.std)}
 
     # ------------------------------------------------------------------ training
+    @functools.cached_property
+    def timer(self) -> RetrainProgress:
+        """The time left, from where the retraining starts or resumes."""
+        cfg, s = self.config.train, self.state
+        every = cfg.eval_every
+        epochs_left = range(s.epoch + 1, cfg.epochs)  # epochs after which an evaluation may come (the last: the final one)
+        evaluations = sum(1 for e in epochs_left if every and e % every == 0) + (0 if s.done else 1)
+        models = 2 if self.ema is not None else 1
+        return RetrainProgress(self.total_steps, s.epoch * self.steps_per_epoch + s.step, self.steps_per_epoch,
+                               cfg.batch_size, evaluations, models * len(self.data.test), len(self.data.test), models)
+
     def describe(self) -> str:
         cfg, d = self.config.train, self.data
         ema = f"EMA {self.ema_decay:.5g}" if self.ema is not None else "no EMA"
@@ -428,8 +440,7 @@ class Retrainer:
         summary = {k: v for k, v in record.items() if k != "epoch"}  # the history counts epochs from 1
         self.metrics.write({"kind": "epoch", "epoch": epoch, "step": last_step, **summary}, last_step)
         if every and (self.state.epoch % every == 0) and self.state.epoch < cfg.epochs:
-            test = self._evaluate(self.model)
-            test_ema = self._evaluate(self.ema.module) if self.ema is not None else None
+            test, test_ema = self._evaluate_both(f"epoch {epoch + 1} test")
             record["test_top1"] = test["top1"]
             if test_ema is not None:
                 record["ema_test_top1"] = test_ema["top1"]
@@ -464,12 +475,16 @@ class Retrainer:
             self.pending.add({"kind": "step", "epoch": epoch, "step": global_step, "loss": None, "lr": lr,
                               "images_per_s": None}, loss, global_step)
             due = self.state.step < len(batches) and self.clock.due()
-            if (step + 1 - first) % LOG_EVERY == 0 or step + 1 == len(batches) or self._stop.is_set() or due:
+            early = step - first in (0, RetrainProgress.PROBE_STEPS)  # read-outs that time the first steps
+            if early or (step + 1 - first) % LOG_EVERY == 0 or step + 1 == len(batches) or self._stop.is_set() or due:
                 mean_loss = float(loss_sum) / (step + 1)  # the sum holds the steps before a resume too
                 if not math.isfinite(mean_loss):
                     raise BossNASError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; the last good checkpoint is "
                                        f"'{self.out_dir / CHECKPOINT}'; start over with --force and a lower train.lr")
-                bar.update(step + 1, loss=mean_loss, lr=f"{lr:.3g}")
+                bar.update(step + 1, loss=mean_loss, lr=f"{lr:.3g}", **self.timer.training(global_step + 1))
+                line = self.timer.estimate_line()
+                if line:
+                    self.console.print(line)
                 self.pending.flush(round(bar.rate * cfg.batch_size, 2))  # before any checkpoint counts these steps
             if self._stop.is_set():
                 break
@@ -478,12 +493,34 @@ class Retrainer:
                 self.save()
         return lr
 
-    def _evaluate(self, model: nn.Module) -> dict:
+    def _evaluate_both(self, label: str) -> tuple[dict, dict | None]:
+        """The plain model's and the EMA's (None: no EMA) test results, under one progress bar."""
+        models = [self.model] + ([self.ema.module] if self.ema is not None else [])
+        count = len(self.data.test)
+        bar = Bar(self.console, label + (" (model, EMA)" if len(models) == 2 else ""), count * len(models), "image",
+                  self.show_progress)
+        self.timer.evaluating(0)
+        results = []
+        try:
+            for i, model in enumerate(models):
+                def seen(n: int, offset: int = i * count) -> None:
+                    bar.update(offset + n, **self.timer.evaluating(offset + n))
+                results.append(self._evaluate(model, seen))
+        except BaseException:
+            bar.abort()
+            raise
+        bar.close()
+        self.timer.evaluated()
+        return results[0], (results[1] if len(results) == 2 else None)
+
+    def _evaluate(self, model: nn.Module, seen: Callable[[int], None] | None = None) -> dict:
         start = time.perf_counter()
         batch = self.config.train.batch_size
         order = list(torch.arange(len(self.data.test)).split(batch))
-        result = evaluate(model, iterate(self.data.test, order, self.config.data.workers), self.normalize,
-                          self.device, self.autocast, self.data.num_classes)
+        images = iterate(self.data.test, order, self.config.data.workers)
+        if seen is not None:
+            images = _counted(images, seen)
+        result = evaluate(model, images, self.normalize, self.device, self.autocast, self.data.num_classes)
         self.state.eval_seconds += time.perf_counter() - start
         return result
 
@@ -492,8 +529,7 @@ class Retrainer:
         space = create_space(spec["space"], in_channels=spec["in_channels"], image_size=spec["image_size"],
                              num_classes=spec["num_classes"], **spec["space_options"])
         cost = arch_cost(space, space.parse_arch(spec["arch"]))
-        test = self._evaluate(self.model)
-        test_ema = self._evaluate(self.ema.module) if self.ema is not None else None
+        test, test_ema = self._evaluate_both("final test")
         if self.state.history:
             self.state.history[-1]["test_top1"] = test["top1"]
             if test_ema is not None:
@@ -514,6 +550,16 @@ class Retrainer:
             "device": str(self.device), "torch": torch.__version__, "machine": platform.machine(),
             "history": self.state.history,
         }
+
+
+def _counted(batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+             seen: Callable[[int], None]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``batches`` as they are, calling ``seen(images so far)`` after each has been used."""
+    done = 0
+    for images, labels in batches:
+        yield images, labels
+        done += len(labels)
+        seen(done)
 
 
 def eval_record(epoch: int, step: int, test: dict, test_ema: dict | None) -> dict:

@@ -35,6 +35,7 @@ from typing import IO, Any
 
 import yaml
 
+from bossnas.entry import SignalStop
 from bossnas.errors import BossNASError
 from bossnas.utils.io import atomic_write_text, load_checkpoint, save_checkpoint
 
@@ -58,7 +59,8 @@ class Interrupted(BossNASError):
 class StopSignals:
     """SIGINT / SIGTERM handling: the first signal asks the run to stop after its current step.
 
-    A second signal more than a second after the first stops at once (KeyboardInterrupt);
+    A second signal more than a second after the first stops at once
+    (:class:`bossnas.entry.SignalStop`: one line and 128 + the signal number, like the first);
     the first repeat within a second is ignored, because under torchrun a Ctrl-C reaches
     each worker twice (from the terminal and from the launcher). Use as a context manager
     around everything that should stop cleanly; the CLI installs it before the run folder
@@ -80,7 +82,7 @@ class StopSignals:
         now = time.monotonic()
         if self.event.is_set():
             if now - self._first_at > 1.0:
-                raise KeyboardInterrupt(f"stopped at once by a second {signal.Signals(signum).name}; the last checkpoint is kept")
+                raise SignalStop(signum, f"stopped at once by a second {signal.Signals(signum).name}; the last checkpoint is kept")
             return
         self.signum, self._first_at = signum, now
         self.event.set()

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,9 @@ SHARED_DATA = SHARED / "data"
 # shared 2-core machine two threads made them crawl (up to 100x). Subprocesses get the same.
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# runs record their step rates in the user's cache folder: the tests (and the commands they
+# start) keep theirs in a folder of their own, never in the user's
+os.environ["BOSSNAS_CACHE_DIR"] = tempfile.mkdtemp(prefix="bossnas-test-cache-")
 
 
 @pytest.fixture

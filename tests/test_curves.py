@@ -269,6 +269,27 @@ def test_tensorboard_mirrors_every_logged_scalar(search_run):
         assert _tensorboard_steps(run_dir, f"block_{b}/epoch_loss") == [(3 * b + 2, pytest.approx(epoch[0]["loss"], rel=1e-6))]
 
 
+def test_tensorboard_shows_the_search_itself_rating_histograms_best_paths_and_the_choice(search_run):
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    run_dir, record, tables = search_run
+    events = accumulator.EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"histograms": 0, "tensors": 0})
+    events.Reload()
+
+    def text(tag):
+        return [(e.step, e.tensor_proto.string_val[0].decode()) for e in events.Tensors(f"{tag}/text_summary")]
+
+    for b, table in enumerate(tables):
+        (hist,) = events.Histograms(f"block_{b}/ratings")
+        ratings = [r for _, r in table]
+        assert hist.step == 3 * b + 2  # the block's last training step
+        h = hist.histogram_value
+        assert (h.num, h.min, h.max) == (len(ratings), pytest.approx(min(ratings)), pytest.approx(max(ratings)))
+        best_path, best = min(table, key=lambda row: row[1])
+        assert text(f"block_{b}/best_path") == [(3 * b + 2, f"{best_path} (rating {best:.5f})")]
+    (chosen,) = text("search/best_arch")
+    assert chosen[1].startswith(f"{record['arch']}  rating {record['rating']:.5f}  params {record['params']:,}")
+
+
 def test_plot_of_a_retraining_draws_loss_and_test_accuracy(tmp_path, monkeypatch, capsys):
     from bossnas.retrain import Retrainer, retrain_config
 

@@ -97,7 +97,7 @@ def test_sigint_during_start_up_imports_exits_130_in_one_line(tmp_path):
     res = subprocess.run([sys.executable, "-m", "bossnas", "spaces"], capture_output=True, text=True, env=env, timeout=60,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert res.returncode == 130
-    assert res.stderr.strip().splitlines() == ["error: interrupted while starting"]
+    assert res.stderr.strip().splitlines() == ["error: interrupted by SIGINT while starting"]
     # and `import bossnas` stays light: the spaces (and torch) load on first use
     code = "import sys, bossnas; print('torch' in sys.modules, bossnas.list_spaces()[0], 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

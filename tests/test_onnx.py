@@ -1,4 +1,4 @@
-"""ONNX export (``pip install 'bossnas[onnx]'``): checked in ONNX Runtime against PyTorch."""
+"""ONNX export (``pip install -e ".[onnx]"``): checked in ONNX Runtime against PyTorch."""
 
 import json
 
@@ -101,7 +101,8 @@ def test_export_cli_writes_onnx_or_says_how(digits, tmp_path, monkeypatch, capsy
     code, out, err = run_cli(monkeypatch, capsys, "export", str(weights), "--out", str(tmp_path / "b"))
     assert code == 0, err
     assert not (tmp_path / "b" / "model.onnx").exists() and (tmp_path / "b" / "model.pt2").is_file()
-    assert err.strip() == "note: model.onnx not written; for ONNX export: pip install 'bossnas[onnx]' (onnx, onnxscript, onnxruntime)"
+    assert err.strip() == ('note: model.onnx not written; for ONNX export: pip install -e ".[onnx]" in your bossnas clone '
+                           "(onnx, onnxscript, onnxruntime)")
     code, _, err = run_cli(monkeypatch, capsys, "export", str(weights), "--out", str(tmp_path / "c"), "--onnx")
-    assert code == 2 and "pip install 'bossnas[onnx]'" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and 'pip install -e ".[onnx]"' in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "c").exists()

@@ -8,20 +8,30 @@ import typer
 
 from bossnas.errors import BossNASError
 
-OverridesArg = typer.Argument(None, help="config overrides key=value, e.g. train.epochs=2 data.name=cifar10")
-PresetOpt = typer.Option(None, "--preset", "-p", help="preset name (see `bossnas presets`) or a YAML file")
-SpaceOpt = typer.Option(None, "--space", help="search space (see `bossnas spaces`)")
-DataOpt = typer.Option(None, "--data", help="digits | cifar10 | cifar100 | imagefolder")
-DataDirOpt = typer.Option(None, "--data-dir", help="folder of the data set")
+OverridesArg = typer.Argument(None, help="config overrides key=value, e.g. train.epochs=2 data.name=cifar10 "
+                             "(every key: README, Configuration keys)")
+PresetOpt = typer.Option(None, "--preset", "-p", help="preset name (see `bossnas presets`) or a YAML file (default: quickstart)")
+SpaceOpt = typer.Option(None, "--space", help="search space (see `bossnas spaces`), or module:Class of your own")
+DataOpt = typer.Option(None, "--data", help="data.name: digits | cifar10 | cifar100 | imagefolder")
+DataDirOpt = typer.Option(None, "--data-dir", help="data.root: folder of the data set")
 OutOpt = typer.Option(None, "--out", "-o", help="run folder (default: runs/<preset>)")
 ResumeOpt = typer.Option(False, "--resume", help="continue the run in the run folder from its last checkpoint")
 ForceOpt = typer.Option(False, "--force", help="start over in a run folder that already holds a run")
-DeviceOpt = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N")
+DeviceOpt = typer.Option(None, "--device", help="device key: auto | cpu | cuda | cuda:N (default: auto)")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars")
 MaxFlopsOpt = typer.Option(None, "--max-flops", help="FLOPs budget (e.g. 100M, 3.4G); FLOPs = 2 x multiply-adds")
 MaxParamsOpt = typer.Option(None, "--max-params", help="parameter budget (e.g. 500k, 1.5M)")
 NprocOpt = typer.Option(None, "--nproc", min=1, help="processes on this machine (one per GPU): runs the command under torchrun")
+#: the shortcuts of the training keys that `run` / `train` and `retrain` share (the same flags
+#: for the same keys on every command; any key also works as key=value)
+SearchEpochsOpt = typer.Option(None, "--epochs", help="train.epochs: epochs per block (default: the preset's)")
+SearchBatchSizeOpt = typer.Option(None, "--batch-size", help="train.batch_size: images per step (default: the preset's)")
+SearchLrOpt = typer.Option(None, "--lr", help="train.lr: peak learning rate (default: the preset's)")
 
+
+def shortcut_keys(epochs: int | None, batch_size: int | None, lr: float | None) -> dict:
+    """The config keys the --epochs / --batch-size / --lr shortcuts set (None: not given)."""
+    return {"train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr}
 
 def _console():
     from rich.console import Console
@@ -83,4 +93,5 @@ def _launch(nproc: int) -> None:
 
 
 __all__ = ["DataDirOpt", "DataOpt", "DeviceOpt", "ForceOpt", "MaxFlopsOpt", "MaxParamsOpt", "NprocOpt", "OutOpt",
-           "OverridesArg", "PresetOpt", "QuietOpt", "ResumeOpt", "SpaceOpt"]
+           "OverridesArg", "PresetOpt", "QuietOpt", "ResumeOpt", "SearchBatchSizeOpt", "SearchEpochsOpt", "SearchLrOpt",
+           "SpaceOpt", "shortcut_keys"]

@@ -12,7 +12,7 @@ from bossnas.errors import BossNASError
 def export(
     source: Path = typer.Argument(..., help="a `bossnas retrain` folder, or a weights file (with --arch unless it is a bossnas bundle)"),
     arch: str | None = typer.Option(None, "--arch", help="model name or architecture of a plain state dict"),
-    weights: str | None = typer.Option(None, "--weights", help="retrain folder: ema (default when trained with EMA) or model"),
+    weights: str | None = typer.Option(None, "--weights", help="retrain folder: ema or model (default: ema when trained with EMA)"),
     out: Path | None = typer.Option(None, "--out", "-o", help="output folder (default: SOURCE/export, or next to the weights file)"),
     fmt: str = typer.Option("all", "--format", help="all | state-dict (model.pt + model.json) | program (model.pt2)"),
     num_classes: int | None = typer.Option(None, "--num-classes", help="weights file: classes of the head"),
@@ -24,7 +24,7 @@ def export(
                                           "when the onnx extra is installed)"),
 ) -> None:
     """Write model.pt + model.json (for bossnas.create_model), model.pt2 (torch.export, plain torch) and
-    model.onnx (ONNX Runtime; needs `pip install 'bossnas[onnx]'`)."""
+    model.onnx (ONNX Runtime; needs `pip install -e ".[onnx]"` in your bossnas clone)."""
     from bossnas.export import (
         ONNX_HINT,
         ONNX_OPSET,

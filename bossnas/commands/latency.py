@@ -13,7 +13,8 @@ from bossnas.errors import BossNASError
 
 def latency(
     run_dir: Path = typer.Argument(..., help="a run folder (trained or finished)"),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N: the device you deploy on, which need not be "
+                               "the one you search on (default: cpu)"),
     batch: int = typer.Option(1, "--batch", min=1, help="images per call"),
     threads: int | None = typer.Option(None, "--threads", min=1, help="intra-op threads (default: torch's; at most the CPUs here)"),
     rounds: int = typer.Option(15, "--rounds", min=1, help="interleaved timing rounds per entry"),

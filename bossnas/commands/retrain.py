@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from bossnas.commands.common import DataDirOpt, DataOpt, DeviceOpt, QuietOpt
 from bossnas.errors import BossNASError
 
 ARCH_HELP = ("best_arch.json (or the search folder holding it), a model name (bossnet-t0, see `bossnas models`) "
@@ -15,21 +16,23 @@ ARCH_HELP = ("best_arch.json (or the search folder holding it), a model name (bo
 
 def retrain(
     arch: str | None = typer.Argument(None, help=ARCH_HELP),
-    overrides: list[str] | None = typer.Argument(None, help="retrain keys key=value, e.g. train.epochs=100 data.image_size=32"),
-    data: str | None = typer.Option(None, "--data", help="digits | cifar10 | cifar100 | imagefolder"),
-    data_dir: str | None = typer.Option(None, "--data-dir", help="folder of the data set"),
-    epochs: int | None = typer.Option(None, "--epochs", help="train.epochs (default 30)"),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="train.batch_size (default 128)"),
-    lr: float | None = typer.Option(None, "--lr", help="train.lr (default: sgd 0.1, adamw 1e-3)"),
-    optimizer: str | None = typer.Option(None, "--optimizer", help="train.optimizer: sgd | adamw"),
+    overrides: list[str] | None = typer.Argument(None, help="retrain keys key=value, e.g. train.epochs=100 data.image_size=32; "
+                                                 "train.eval_every=N tests every N epochs (0: only at the end), "
+                                                 "data.test_images=N tests on a fixed subset of N test images"),
+    data: str | None = DataOpt,
+    data_dir: str | None = DataDirOpt,
+    epochs: int | None = typer.Option(None, "--epochs", help="train.epochs: epochs (default: 30)"),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="train.batch_size: images per step (default: 128)"),
+    lr: float | None = typer.Option(None, "--lr", help="train.lr: peak learning rate (default: sgd 0.1, adamw 1e-3)"),
+    optimizer: str | None = typer.Option(None, "--optimizer", help="train.optimizer: sgd | adamw (default: sgd)"),
     weight_decay: float | None = typer.Option(None, "--weight-decay", help="train.weight_decay (default: sgd 5e-4, adamw 0.05)"),
-    label_smoothing: float | None = typer.Option(None, "--label-smoothing", help="train.label_smoothing (default 0.1)"),
-    ema_decay: float | None = typer.Option(None, "--ema-decay", help="train.ema_decay (default: auto; 0: no EMA)"),
+    label_smoothing: float | None = typer.Option(None, "--label-smoothing", help="train.label_smoothing (default: 0.1)"),
+    ema_decay: float | None = typer.Option(None, "--ema-decay", help="train.ema_decay; 0: no EMA (default: auto)"),
     out: str | None = typer.Option(None, "--out", "-o", help="output folder (default: SEARCH/retrain or runs/retrain-<arch>)"),
     resume: bool = typer.Option(False, "--resume", help="continue the retraining in --out from its last checkpoint"),
     force: bool = typer.Option(False, "--force", help="start over in a folder that already holds a retraining"),
-    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    device: str | None = DeviceOpt,
+    quiet: bool = QuietOpt,
 ) -> None:
     """Train an architecture with labels and report top-1 / top-5 on the test split.
 

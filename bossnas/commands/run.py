@@ -19,8 +19,12 @@ from bossnas.commands.common import (
     PresetOpt,
     QuietOpt,
     ResumeOpt,
+    SearchBatchSizeOpt,
+    SearchEpochsOpt,
+    SearchLrOpt,
     SpaceOpt,
     _launch,
+    shortcut_keys,
 )
 from bossnas.commands.search import _finish, _parse_budget
 from bossnas.commands.train import _train
@@ -36,6 +40,9 @@ def run(
     resume: bool = ResumeOpt,
     force: bool = ForceOpt,
     device: str | None = DeviceOpt,
+    epochs: int | None = SearchEpochsOpt,
+    batch_size: int | None = SearchBatchSizeOpt,
+    lr: float | None = SearchLrOpt,
     max_flops: str | None = MaxFlopsOpt,
     max_params: str | None = MaxParamsOpt,
     quiet: bool = QuietOpt,
@@ -51,7 +58,7 @@ def run(
 
     start = time.perf_counter()
     flops, params = _parse_budget(max_flops, "--max-flops"), _parse_budget(max_params, "--max-params")
-    extra = {"search.max_flops": flops, "search.max_params": params}
+    extra = {**shortcut_keys(epochs, batch_size, lr), "search.max_flops": flops, "search.max_params": params}
     _, config, run_dir, console = _train(preset, overrides, space, data, data_dir, out, resume, force, device, quiet, extra)
     if not dist.is_main():
         return

@@ -21,6 +21,10 @@ def _finish(run_dir: Path, max_flops: float | None, max_params: float | None, co
 
     done = finish_run(run_dir, max_flops, max_params, wall, out, max_latency, latency_device, budget_names)
     record, result = done.record, result_console or console
+    from bossnas.curves import log_choice
+
+    log_choice(run_dir, f"search/{done.best_arch.stem}", f"{record['arch']}  rating {record['rating']:.5f}  "
+               f"params {record['params']:,}  FLOPs {record['flops'] / 1e6:.2f}M")
     result.print(
         f"[bold green]chosen architecture[/] {record['arch']}  rating {record['rating']:.5f}  "
         f"params {record['params']:,}  FLOPs {record['flops'] / 1e6:.2f}M  -> {done.best_arch}"

@@ -19,9 +19,14 @@ def show(
     num_classes: int | None = typer.Option(None, "--num-classes", help="default: the named model's, else 10"),
     plot: Path | None = typer.Option(None, "--plot", help="also draw the architecture into this .png/.pdf/.svg"),
 ) -> None:
-    """Layers, parameters and FLOPs of one architecture or named model (and a picture with --plot)."""
+    """Layers, parameters and FLOPs of one architecture or named model (and a picture with --plot).
+
+    One row per layer (the stem, every searchable layer, the head) with its choice, module,
+    output shape, parameters and FLOPs (2 x multiply-adds), then the totals.
+    """
     from bossnas.models import is_search_record, list_models, resolve_model
     from bossnas.search.costs import arch_cost
+    from bossnas.search.layer_costs import layer_rows, render_layer_table
     from bossnas.spaces import create_space
 
     if plot is not None:
@@ -41,8 +46,8 @@ def show(
     cost = arch_cost(s, parsed)
     label = f"{spec.name}: " if named else ""
     typer.echo(f"{label}{s.name} {s.format_arch(parsed)}  input {in_channels}x{s.image_size}x{s.image_size}, {num_classes} classes")
-    for row in s.describe_layers(parsed):
-        typer.echo("  " + "  ".join(f"{k} {v}" for k, v in row.items()))
+    for line in render_layer_table(layer_rows(s, parsed)):
+        typer.echo("  " + line)
     typer.echo(f"params {int(cost.params):,}  FLOPs {cost.flops / 1e6:.2f}M  multiply-adds {cost.macs / 1e6:.2f}M")
     if plot is not None:
         from bossnas.plot import plot_arch

@@ -17,9 +17,13 @@ from bossnas.commands.common import (
     PresetOpt,
     QuietOpt,
     ResumeOpt,
+    SearchBatchSizeOpt,
+    SearchEpochsOpt,
+    SearchLrOpt,
     SpaceOpt,
     _console,
     _launch,
+    shortcut_keys,
 )
 
 
@@ -73,13 +77,17 @@ def train(
     resume: bool = ResumeOpt,
     force: bool = ForceOpt,
     device: str | None = DeviceOpt,
+    epochs: int | None = SearchEpochsOpt,
+    batch_size: int | None = SearchBatchSizeOpt,
+    lr: float | None = SearchLrOpt,
     quiet: bool = QuietOpt,
     nproc: int | None = NprocOpt,
 ) -> None:
     """Train the Siamese supernet block by block (each block's paths are rated to fix its best path)."""
     if nproc is not None:
         _launch(nproc)
-    _, _, run_dir, console = _train(preset, overrides, space, data, data_dir, out, resume, force, device, quiet)
+    _, _, run_dir, console = _train(preset, overrides, space, data, data_dir, out, resume, force, device, quiet,
+                                    shortcut_keys(epochs, batch_size, lr))
     from bossnas import distributed as dist
 
     if dist.is_main():

@@ -5,14 +5,25 @@ from __future__ import annotations
 import typer
 
 
+def torch_version() -> str:
+    """The installed torch's version, read from its package metadata: importing torch to
+    ask would take seconds."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:  # a torch built from source without metadata
+        import torch
+
+        return torch.__version__
+
+
 def _print_version(value: bool) -> None:
     if not value:
         return
-    import torch
-
     from bossnas import __version__
 
-    typer.echo(f"bossnas {__version__} (torch {torch.__version__})")
+    typer.echo(f"bossnas {__version__} (torch {torch_version()})")
     raise typer.Exit()
 
 

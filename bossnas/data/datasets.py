@@ -412,6 +412,16 @@ def load_data(name: str, root: str | None = None, image_size: int | None = None,
     raise BossNASError(f"unknown data set '{name}'; choose digits, cifar10, cifar100 or imagefolder")
 
 
+def limit_test(data: SplitData, count: int | None, seed: int = 0) -> SplitData:
+    """Keep ``count`` test images of a fixed shuffle (quicker evaluations while retraining)."""
+    if count is None or count >= len(data.test):
+        return data
+    order = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(seed))[:count].sort().values
+    test = data.test.subset(order)  # type: ignore[attr-defined]
+    return SplitData(data.name, data.train, test, data.classes, data.in_channels, data.image_size, data.mean, data.std,
+                     data.note)
+
+
 def limit_train(data: SplitData, count: int | None, seed: int = 0) -> SplitData:
     """Keep ``count`` training images of a fixed shuffle (quick runs and benchmarks)."""
     if count is None or count >= len(data.train):

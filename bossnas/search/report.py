@@ -51,7 +51,8 @@ def write_best_arch(run_dir: FsPath, space: SearchSpace, choice: Selection, conf
     """``best_arch.json`` (or ``name``); with a latency table also the choice's modelled latency and how it was measured."""
     cost = choice.cost or arch_cost(space, choice.arch)
     record = {
-        "space": space.name,
+        # the run's own way to name it: the same as space.name, or the module:Class of a space of one's own
+        "space": config.space,
         "arch": space.format_arch(choice.arch),
         "rating": round(choice.rating, 8),
         "params": int(cost.params),

@@ -45,6 +45,21 @@ def _count(n: float) -> str:
     return str(int(n))
 
 
+#: input channels of each data set (an image folder: RGB, as ImageNet)
+NOMINAL_CHANNELS = {"digits": 1, "cifar10": 3, "cifar100": 3, "imagefolder": 3}
+#: the side a data set's images have (digits and image folders: decided by the space / the files)
+NOMINAL_SIDE = {"cifar10": 32, "cifar100": 32}
+
+
+def nominal_input(config: RunConfig) -> tuple[int, int | None]:
+    """(channels, side) a search with ``config`` runs at, without reading the data (side None:
+    an image folder's own size, unknown before its files are read)."""
+    side = config.data.image_size or NOMINAL_SIDE.get(config.data.name)
+    if side is None and config.data.name == "digits":
+        side = space_class(config.space).default_image_size
+    return NOMINAL_CHANNELS[config.data.name], side
+
+
 def search_cost(config: RunConfig) -> SearchCost:
     """The counts of a search with ``config`` on its data set's nominal training split."""
     cls = space_class(config.space)

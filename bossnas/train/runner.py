@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
 import math
 import random
 import time
@@ -49,6 +50,7 @@ from bossnas.spaces import create_space, space_class
 from bossnas.spaces.base import Path, SearchSpace
 from bossnas.ssl.momentum import cosine_momentum, ema_update_
 from bossnas.supernet.siamese import SiameseSupernet
+from bossnas.train.estimate import SearchTimer
 from bossnas.train.optim import build_optimizer, set_lr, warmup_cosine_lr
 from bossnas.train.step import bossnas_step
 from bossnas.utils.device import autocast_factory
@@ -381,6 +383,11 @@ class BlockwiseSearch:
             return "the end (every block is trained and rated)"
         return f"block {block}, epoch {epoch + 1}, step {step}" if phase == "train" else f"block {block}, {phase}"
 
+    @functools.cached_property
+    def timer(self) -> SearchTimer:
+        """The whole run's progress and time left, from where the run starts or resumes."""
+        return SearchTimer.for_search(self)
+
     # ------------------------------------------------------------------ the loop
     def run(self, stop_after_block: int | None = None) -> RunState:
         """Train and rate every remaining block; returns the final state.
@@ -393,6 +400,7 @@ class BlockwiseSearch:
                 stack.enter_context(self.signals)
             stack.callback(self.metrics.close)
             dist.broadcast_module_(self.model)  # every process starts from rank 0's weights
+            self.timer.begin()
             while self.state.phase != "done" and (stop_after_block is None or self.state.block < stop_after_block):
                 block = self.state.block
                 if self.state.phase == "train":
@@ -433,6 +441,7 @@ class BlockwiseSearch:
             first = self.state.step
             bar = Bar(self.console, f"block {block} epoch {epoch + 1}/{cfg.epochs}", usable, "step", self.show_progress,
                       first=first)
+            self.timer.training(block, epoch * usable + first)
             self._set_modes(block)
             start = time.perf_counter()
             recent: deque[float] = deque(maxlen=20)
@@ -480,7 +489,7 @@ class BlockwiseSearch:
                     self._schedule = {"opt_step": opt_step + 1, "total_steps": total, "warmup_steps": warmup,
                                       "lr": lr, "ema_momentum": momentum}
                     recent.extend(losses)
-                    bar.update(step + 1, loss=sum(recent) / len(recent))
+                    bar.update(step + 1, loss=sum(recent) / len(recent), **self.timer.training(block, epoch * usable + step + 1))
                     self.metrics.write(*step_record(block, epoch, opt_step, total, losses, lr, momentum,
                                                     bar.rate * cfg.batch_size, spread))
                     if stop:
@@ -505,6 +514,7 @@ class BlockwiseSearch:
             self.state.step = 0
             self.state.epoch_loss_sum, self.state.epoch_loss_count = 0.0, 0
             self.save()
+        self.timer.trained(block)
         # every process takes rank 0's BatchNorm statistics (each saw only its shard), so
         # that every process rates the block from exactly the state in the checkpoint
         dist.broadcast_module_(self.model, parameters=False)
@@ -588,7 +598,7 @@ class BlockwiseSearch:
         bar = Bar(self.console, f"block {block} rating", len(paths), "path", self.show_progress)
 
         def progress(done: int) -> None:
-            bar.update(done)
+            bar.update(done, **self.timer.rating(block, done))
             # collective: called once per round of paths on every process
             if dist.any_true(self._stop.is_set(), self.device):
                 bar.abort()
@@ -627,8 +637,11 @@ class BlockwiseSearch:
         self.state.rating_halves[str(block)] = [list(h) for h in rated.halves]
         self.state.best_paths.append(self.space.format_path(best))
         self.state.rate_seconds += time.perf_counter() - start
+        self.timer.rated(block)
         if self.is_main:
             write_table(self.run_dir / f"block_{block}_ratings.csv", block, table)
+            self.metrics.histogram(f"block_{block}/ratings", ratings)
+            self.metrics.text(f"block_{block}/best_path", f"{self.space.format_path(best)} (rating {ratings[best_index]:.5f})")
         noise = block_noise(block, dict(zip(paths, ratings)), dict(zip(paths, rated.halves)))
         self.console.print(f"  block {block}: best path {self.space.format_path(best)} (rating {ratings[best_index]:.5f})"
                            + noise_note(self.space, noise))
