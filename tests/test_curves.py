@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 from conftest import (
+    HANG_S,
     TINY,
     assert_steps_once_in_order,
     logged_steps,
@@ -136,7 +137,7 @@ def _kill_resume(cmd, args, out, record, launched):
     with open(out / METRICS_LOG, "ab") as f:
         f.write(b'{"kind": "step", "epo')
     resumed = launched(cmd, "--resume", "--out", str(out), "--quiet")
-    _, err = resumed.communicate(timeout=300)
+    _, err = resumed.communicate(timeout=HANG_S)
     assert resumed.returncode == 0, err
     return uncounted
 
@@ -145,7 +146,7 @@ def _background(cmd, args, out):
     proc = start_bossnas(cmd, *args, "--out", str(out), "--quiet")
 
     def result():
-        _, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=HANG_S)
         assert proc.returncode == 0, err
         return out
 
