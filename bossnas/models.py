@@ -66,7 +66,7 @@ def is_search_record(name: str) -> bool:
     return name.endswith(".json") or (path is not None and path.is_dir())
 
 
-def _is_retrain_folder(path: Path) -> bool:
+def is_retrain_folder(path: Path) -> bool:
     """A ``bossnas retrain`` output: its config.yaml has no top-level ``space:`` (a search's does)."""
     import re
 
@@ -77,7 +77,7 @@ def _is_retrain_folder(path: Path) -> bool:
 
 def _folder_without_record(path: Path) -> str:
     """What a folder holding no best_arch.json is, and what to give instead."""
-    if _is_retrain_folder(path):
+    if is_retrain_folder(path):
         parent = f"the search folder '{path.parent}'" if (path.parent / "best_arch.json").is_file() else "the search's run folder"
         return (f"'{path}' is a `bossnas retrain` folder, not a search: show its architecture with {parent} "
                 f"(or its export: `bossnas export {path}` writes model.json naming it)")
