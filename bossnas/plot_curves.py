@@ -104,7 +104,12 @@ def record_problem(record: dict) -> str | None:
 
 
 def _value(x: float | None) -> float:
-    return math.nan if x is None else float(x)
+    """A drawn value: None (the writer's non-finite) and numbers beyond floats are gaps."""
+    try:
+        value = math.nan if x is None else float(x)
+    except OverflowError:  # an integer too large for a float
+        return math.nan
+    return value if math.isfinite(value) else math.nan
 
 
 def loss_curves(records: list[dict], notes: list[str] | None = None) -> list[Curve]:

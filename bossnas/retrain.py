@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import platform
 import time
 import typing
@@ -109,9 +108,11 @@ def resolve_arch_source(text: str) -> ArchSource:
 
 
 def default_out(source: ArchSource) -> Path:
-    """``RUN/retrain`` next to a best_arch.json, else ``runs/retrain-<arch>``."""
+    """``RUN/retrain`` next to a best_arch.json, ``RUN/retrain-<budget>`` next to a
+    ``best_arch-<budget>.json`` (each record of a search its own folder), else ``runs/retrain-<arch>``."""
     if source.run_dir is not None:
-        return source.run_dir / "retrain"
+        stem = Path(source.source).stem
+        return source.run_dir / ("retrain" + (stem[len("best_arch"):] if stem.startswith("best_arch") else f"-{stem}"))
     return Path("runs") / ("retrain-" + source.name.replace("/", "-").replace(":", "-"))
 
 
@@ -453,6 +454,11 @@ class Retrainer:
             with self.autocast():
                 logits = self.model(x)
             loss = self.criterion(logits.float(), y)
+            # one read of the loss a step (as in the search): no optimizer step on a non-finite loss
+            if not bool(torch.isfinite(loss)):
+                raise BossNASError(f"non-finite loss ({float(loss.detach())}) at epoch {epoch + 1}, step {step + 1}; no optimizer "
+                                   f"step was taken with it and {self._checkpoint_note()}; start over with --force and "
+                                   "a lower train.lr")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -466,9 +472,6 @@ class Retrainer:
             due = self.state.step < len(batches) and self.clock.due()
             if (step + 1 - first) % LOG_EVERY == 0 or step + 1 == len(batches) or self._stop.is_set() or due:
                 mean_loss = float(loss_sum) / (step + 1)  # the sum holds the steps before a resume too
-                if not math.isfinite(mean_loss):
-                    raise BossNASError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; the last good checkpoint is "
-                                       f"'{self.out_dir / CHECKPOINT}'; start over with --force and a lower train.lr")
                 bar.update(step + 1, loss=mean_loss, lr=f"{lr:.3g}")
                 self.pending.flush(round(bar.rate * cfg.batch_size, 2))  # before any checkpoint counts these steps
             if self._stop.is_set():
@@ -477,6 +480,12 @@ class Retrainer:
                 self.state.epoch_loss_sum, self.state.epoch_correct = float(loss_sum), int(correct)
                 self.save()
         return lr
+
+    def _checkpoint_note(self) -> str:
+        path = self.out_dir / CHECKPOINT
+        if path.is_file():
+            return f"the last good checkpoint is '{path}'"
+        return "no checkpoint was written yet (the first is written at the end of epoch 1)"
 
     def _evaluate(self, model: nn.Module) -> dict:
         start = time.perf_counter()

@@ -238,7 +238,7 @@ def test_item_17_deleted_config_yaml_resumes_from_the_checkpoints_copy(started, 
 
     saved = (started / "config.yaml").read_text()
     (started / "config.yaml").unlink()
-    config, _ = _resolve_config(None, [], None, None, None, None, str(started), True)
+    config, _, _ = _resolve_config(None, [], None, None, None, None, str(started), True)
     assert config.to_dict() == load_checkpoint(started / "checkpoint.pt")["config"]
     search = BlockwiseSearch.open(config, started, resume=True, show_progress=False)  # not "a different config"
     _release(search)
