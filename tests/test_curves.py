@@ -370,8 +370,9 @@ def test_adv_14_22_plot_takes_the_ratings_from_the_checkpoint(search_run, tmp_pa
     (run / "block_2_ratings.csv").write_bytes(b"\x00\xff\xfe binary")
     code, out, err = run_cli(monkeypatch, capsys, "plot", str(run))
     assert code == 0 and "Traceback" not in err, err
-    plots = plot_run(run, tmp_path / "pictures")
-    assert [b.ratings for b in plots.ratings] == [[r for _, r in state["tables"][str(b)]] for b in range(3)]
+    from bossnas.plot_curves import block_ratings
+
+    assert [b.ratings for b in block_ratings(run)] == [[r for _, r in state["tables"][str(b)]] for b in range(3)]
     best = [min(state["tables"][str(b)], key=lambda row: row[1]) for b in range(3)]
     for b, (path, rating) in enumerate(best):
         assert f"block {b}: {len(state['tables'][str(b)])} paths rated, best {path} ({rating:.5f})" in out
@@ -395,7 +396,9 @@ def test_adv_23_plot_draws_a_repeated_step_once_and_says_so(search_run, tmp_path
     assert [line.split(",")[0] for line in out.splitlines()[:3]] == [f"block {b}: 3 steps" for b in range(3)]
     assert err.strip().splitlines() == [f"note: {steps} record(s) repeat a step logged before (a file appended twice "
                                         "or a resume that did not cut it back); each step is drawn once, from its last record"]
-    assert [c.steps for c in plot_run(run).curves] == [[0, 1, 2]] * 3
+    from bossnas.plot_curves import loss_curves, run_records
+
+    assert [c.steps for c in loss_curves(run_records(run))] == [[0, 1, 2]] * 3
 
 
 def test_adv_39_a_binary_metrics_file_is_damage_not_an_empty_log(tmp_path, monkeypatch, capsys):

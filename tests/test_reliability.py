@@ -181,9 +181,10 @@ def test_resume_refuses_another_space_config_or_data(started):
     save_checkpoint(path, {**{k: v for k, v in ckpt.items() if k != "format"}, "space": "hytra"})
     with pytest.raises(BossNASError, match="is for space 'hytra', not 'nats-sss'"):
         BlockwiseSearch.open(config, run_dir, resume=True)
-    # settings that do not change the weights may differ
+    # settings that do not change the weights may differ (search.rate_images does, when the
+    # rating images are held out of the training images: tests/test_defaults.py)
     save_checkpoint(path, {k: v for k, v in ckpt.items() if k != "format"})
-    BlockwiseSearch.open(load_config("quickstart", QUICK + ["train.checkpoint_every=5", "search.rate_images=12"]),
+    BlockwiseSearch.open(load_config("quickstart", QUICK + ["train.checkpoint_every=5", "search.recal_batches=2"]),
                          run_dir, resume=True, show_progress=False)
 
 

@@ -18,11 +18,11 @@ def export(
     arch: str | None = typer.Option(None, "--arch", help="model name or architecture of a plain state dict"),
     weights: str | None = typer.Option(None, "--weights", help="retrain folder: ema (default when trained with EMA) or model"),
     out: Path | None = typer.Option(None, "--out", "-o", help="output folder (default: SOURCE/export, or next to the weights file)"),
-    fmt: str = typer.Option("all", "--format", help="all | state-dict (model.pt + model.json) | program (model.pt2)"),
+    fmt: str = typer.Option("all", "--format", help="all | state-dict (model.pt) | program (model.pt2); model.json, written last, lists them"),
     num_classes: int | None = typer.Option(None, "--num-classes", help="weights file: classes of the head"),
     in_channels: int | None = typer.Option(None, "--in-channels", help="weights file: input channels (default 3)"),
     image_size: int | None = typer.Option(None, "--image-size", help="weights file: input side"),
-    force: bool = typer.Option(False, "--force", help="overwrite existing exported files"),
+    force: bool = typer.Option(False, "--force", help="replace a finished export (forms this export does not write are removed)"),
     onnx: bool | None = typer.Option(None, "--onnx/--no-onnx",
                                      help="also write model.onnx, checked in ONNX Runtime (default: with --format all "
                                           "when the onnx extra is installed)"),
