@@ -8,11 +8,12 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bossnas.config import RunConfig
+from bossnas.config import RunConfig, validate_config
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,20 @@ def run_search(config: RunConfig, run_dir: str | Path = "runs/search", resume: b
     a checkpoint (``resume=True`` continues)."""
     from rich.console import Console
 
+    from bossnas.errors import BossNASError
     from bossnas.plot_curves import draw_run_pictures
     from bossnas.search.report import finish_run
     from bossnas.train.runner import BlockwiseSearch
 
+    if not isinstance(config, RunConfig):
+        raise BossNASError(f"run_search: config must be a RunConfig (from bossnas.load_config(...)), got {config!r:.60}")
+    if isinstance(run_dir, bool) or not isinstance(run_dir, (str, os.PathLike)):
+        raise BossNASError(f"run_search: run_dir must be a folder path (str or Path), got {run_dir!r}")
+    for name, flag in (("resume", resume), ("force", force), ("show_progress", show_progress)):
+        if not isinstance(flag, bool):
+            raise BossNASError(f"run_search: {name} must be True or False, got {flag!r}")
+    # fields set in Python skipped the checks load_config makes: the same checks, now
+    validate_config(config, "run_search")
     start = time.perf_counter()
     search = BlockwiseSearch.open(config, run_dir, resume=resume, force=force, show_progress=show_progress)
     try:

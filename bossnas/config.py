@@ -139,6 +139,10 @@ class TrainConfig(TrainBase):
 class SearchConfig:
     #: held-out images (two views each) on which every path is rated
     rate_images: int = 512
+    #: where they come from: "train", a fixed, seeded draw of training images held out of
+    #: training (the train split shrinks by them), or "test", the test split (the official
+    #: NATS evaluation's choice, kept by the official presets); docs/reliability.md says why
+    rate_split: str = "train"
     #: training batches used to recalibrate BatchNorm along each path
     recal_batches: int = 4
     bn_recalibration: bool = True
@@ -150,6 +154,9 @@ class SearchConfig:
     max_flops: float | None = None
     max_params: float | None = None
 
+
+#: where a search's rating images come from (search.rate_split)
+RATE_SPLITS = ("train", "test")
 
 #: key -> (predicate, description of the valid range)
 Checks = dict[str, tuple[typing.Callable[[Any], bool], str]]
@@ -186,8 +193,8 @@ class ConfigBase:
             *parents, last = key.split(".")
             section = d
             for part in parents:
-                section = section[part]
-            section.pop(last)
+                section = section.get(part, {})  # a key of a section dropped as a whole
+            section.pop(last, None)
         return d
 
     def fingerprint(self) -> str:
@@ -260,6 +267,7 @@ _CHECKS: Checks = {
     "model.proj_dim": (lambda v: v >= 1, "an integer >= 1"),
     "model.adapter_width": (lambda v: v is None or v >= 1, "an integer >= 1"),
     "search.rate_images": (lambda v: v >= 2, "an integer >= 2"),
+    "search.rate_split": (lambda v: v in RATE_SPLITS, " or ".join(RATE_SPLITS)),
     "search.recal_batches": (lambda v: v >= 1, "an integer >= 1"),
     "search.batch_size": (lambda v: v is None or v >= 2, "an integer >= 2"),
     "search.max_flops": (lambda v: v is None or v > 0, "a number > 0"),
@@ -287,10 +295,20 @@ class RunConfig(ConfigBase):
     CHECKS: typing.ClassVar[Checks] = _CHECKS
     #: how runs written before each key existed trained: one augmentation pair, a frozen
     #: prefix fed by the target in eval mode, an EMA target adapter, LARS excluding every 1-D
-    #: tensor, PyTorch's default head init
+    #: tensor, PyTorch's default head init, rating on the test split (and training on every
+    #: training image)
     ADDED: typing.ClassVar[dict[str, Any]] = {"train.augment_pairs": 1, "train.prefix": "frozen",
                                               "model.target_adapter": "ema", "train.lars_exclude": "norms",
-                                              "model.head_init": "torch"}
+                                              "model.head_init": "torch", "search.rate_split": "test"}
+
+    def training_view(self) -> dict:
+        """As :meth:`ConfigBase.training_view`; with rating images held out of the training
+        images, how many are held out decides which images are trained on, so the split and
+        ``search.rate_images`` are training keys then."""
+        view = super().training_view()
+        if self.search.rate_split == "train":
+            view["search"] = {"rate_split": self.search.rate_split, "rate_images": self.search.rate_images}
+        return view
 
 
 #: augmentation pairs per batch in the official search configs: the HyTra and MBConv ones
@@ -594,6 +612,32 @@ def read_preset(name_or_path: str) -> dict:
     return tree
 
 
+#: the preset ``bossnas run`` / ``train`` use when neither --preset nor other data is given
+DEFAULT_PRESET = "quickstart"
+#: keys a preset sizes for its own data set (input side, image counts, augmentation, where
+#: and on how many images to rate): left out when the preset runs on other data
+DATA_BOUND_KEYS = ("data.image_size", "data.train_images", "data.augment", "data.download", "search.rate_images",
+                   "search.rate_split")
+
+
+def preset_data(tree: dict) -> str:
+    """The data set a preset is written for (the default data when it names none)."""
+    data = tree.get("data") if isinstance(tree.get("data"), dict) else {}
+    return str(data.get("name") or DataConfig.name)
+
+
+def without_data_keys(tree: dict) -> tuple[dict, list[str]]:
+    """A preset without the keys it sizes for its own data (:data:`DATA_BOUND_KEYS`), and those keys."""
+    tree = copy.deepcopy(tree)
+    dropped = []
+    for key in DATA_BOUND_KEYS:
+        section, name = key.split(".")
+        if isinstance(tree.get(section), dict) and name in tree[section]:
+            value = tree[section].pop(name)
+            dropped.append(f"{key}={value}")
+    return tree, dropped
+
+
 def parse_override(text: str) -> tuple[str, str]:
     if "=" not in text:
         raise BossNASError(f"override '{text}' is not of the form key=value (e.g. train.epochs=2)")
@@ -604,9 +648,61 @@ def parse_override(text: str) -> tuple[str, str]:
     return key, value.strip()
 
 
-def load_config(preset: str | None = None, overrides: list[str] | None = None, extra: dict | None = None) -> RunConfig:
+def load_config(preset: str | FsPath | None = None, overrides: list[str] | None = None,
+                extra: dict | None = None) -> RunConfig:
     """Defaults, then the preset (name or YAML file), then ``extra`` keys, then ``key=value`` overrides."""
-    return build_config(RunConfig, (read_preset(preset), preset) if preset else None, extra, overrides)
+    if preset is not None and (isinstance(preset, bool) or not isinstance(preset, (str, FsPath))):
+        raise BossNASError(f"load_config: preset must be a preset name or a YAML file (str or Path), got {preset!r}; "
+                           "give single keys as overrides, e.g. ['train.epochs=2']")
+    if isinstance(overrides, str):
+        raise BossNASError(f"load_config: overrides must be a list of key=value texts, got the text {overrides!r}; "
+                           f"write [{overrides!r}]")
+    if overrides is not None and (not isinstance(overrides, (list, tuple)) or not all(isinstance(o, str) for o in overrides)):
+        raise BossNASError(f"load_config: overrides must be a list of key=value texts, got {overrides!r}")
+    if extra is not None and not isinstance(extra, dict):
+        raise BossNASError(f"load_config: extra must be a mapping of dotted keys to values, got {extra!r}")
+    return build_config(RunConfig, (read_preset(str(preset)), str(preset)) if preset else None, extra, list(overrides or []))
+
+
+def _strictly(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` already is of the field's type (no conversion: a '1' is not an int here)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        if value is None:
+            return True
+        annotation = next(a for a in args if a is not type(None))
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def validate_config(config: ConfigBase, where: str = "config") -> None:
+    """Check a config built or changed in Python as the CLI checks its keys: every value of its
+    field's type (no conversion) and in range; the first that is not is one line naming it."""
+    def walk(obj: Any, prefix: str) -> None:
+        for name, annotation in _field_types(type(obj)).items():
+            value, key = getattr(obj, name), prefix + name
+            if dataclasses.is_dataclass(annotation):
+                if not isinstance(value, annotation):
+                    raise BossNASError(f"{where}: '{key}' must be a {annotation.__name__}, got {value!r}")
+                walk(value, key + ".")
+                continue
+            if not _strictly(value, annotation):
+                kind = config.CHECKS.get(key, (None, getattr(annotation, "__name__", str(annotation))))[1]
+                raise BossNASError(f"{where}: {config.LABEL} '{key}' is {value!r} ({type(value).__name__}); expected {kind}")
+            if annotation is dict:
+                _plain(key, value)
+            _check(key, value, config.CHECKS, f"{where}: {config.LABEL}")
+
+    walk(config, "")
 
 
 def config_from_dict(tree: dict) -> RunConfig:

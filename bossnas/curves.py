@@ -221,6 +221,15 @@ def tensorboard_available() -> bool:
 def read_metrics(path: str | os.PathLike) -> list[dict]:
     """The records of a ``metrics.jsonl``; an unfinished last line (a run killed mid-write,
     not resumed yet) is left out, a damaged line elsewhere is a one-line error."""
+    return [record for _, record in read_metrics_lines(path)]
+
+
+def read_metrics_lines(path: str | os.PathLike) -> list[tuple[int, dict]]:
+    """The records of a ``metrics.jsonl`` with their line numbers (see :func:`read_metrics`).
+
+    The writer writes ASCII JSON objects only, so an unfinished last line is the start of
+    one (``{...``); anything else after the last line break is damage, not a cut write.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -236,10 +245,19 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
         except (json.JSONDecodeError, UnicodeDecodeError):
             record = None
         if not isinstance(record, dict) or "kind" not in record:
-            raise BossNASError(f"'{path}' line {number} is not a metrics record; restore the file or start the run over")
-        records.append(record)
+            raise not_a_record(path, number)
+        records.append((number, record))
+    tail = lines[-1].strip()
+    if tail and not (tail.isascii() and tail.startswith(b"{")):
+        raise not_a_record(path, len(lines))
     return records
 
 
-__all__ = ["METRICS_LOG", "TENSORBOARD_DIR", "MetricsLog", "PendingSteps", "log_choice", "read_metrics",
-           "tensorboard_available"]
+def not_a_record(path: Path, number: int, why: str = "") -> BossNASError:
+    """The one-line error of a damaged metrics.jsonl line."""
+    return BossNASError(f"'{path}' line {number} is not a metrics record{f' ({why})' if why else ''}; "
+                        "restore the file or start the run over")
+
+
+__all__ = ["METRICS_LOG", "TENSORBOARD_DIR", "MetricsLog", "PendingSteps", "log_choice", "not_a_record", "read_metrics",
+           "read_metrics_lines", "tensorboard_available"]

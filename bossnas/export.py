@@ -16,15 +16,24 @@ Two forms, written side by side into one folder:
 
 Every export is checked: every written form is loaded back (the ONNX graph in ONNX Runtime)
 and must give the original's outputs.
+
+``model.json`` is written last, after every form was written and checked: a folder with
+export files but no (or an unreadable) ``model.json``, or one naming a file that is not
+there, holds an interrupted export, which the next export completes without ``--force``.
+An export with ``--force`` leaves only the forms it wrote: an earlier export's other forms
+(another ``--weights`` or ``--format``) are removed, never left beside the new ones.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import io
 import json
 import logging
+import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +61,9 @@ ONNX_OPSET = 18
 ONNX_INPUT, ONNX_OUTPUT = "images", "logits"
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 ONNX_HINT = 'pip install -e ".[onnx]" in your bossnas clone (onnx, onnxscript, onnxruntime)'
+#: every file an export can write; model.json, the manifest, comes last
+EXPORT_FILES = (WEIGHTS_FILE, PROGRAM_FILE, ONNX_FILE, SPEC_FILE)
+WEIGHT_CHOICES = ("ema", "model")
 
 
 @dataclass
@@ -64,6 +76,9 @@ class Exported:
     max_abs_diff: float
     #: ONNX Runtime against PyTorch on the check batch; None when no model.onnx was written
     onnx_max_abs_diff: float | None = None
+    #: what happened to files already in the folder (an interrupted export completed, an
+    #: earlier export's forms removed), one line each
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 def _spec_of(model: nn.Module) -> dict:
@@ -80,7 +95,7 @@ def strip_ema_prefix(state: dict) -> dict:
 
 def model_from_retrain(run_dir: str | Path, weights: str | None = None) -> tuple[nn.Module, dict]:
     """The network of a ``bossnas retrain`` folder with its ``ema`` (default when present) or ``model`` weights."""
-    from bossnas.retrain import CHECKPOINT, CHECKPOINT_KIND, METRICS
+    from bossnas.retrain import CHECKPOINT, CHECKPOINT_KIND
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -91,8 +106,9 @@ def model_from_retrain(run_dir: str | Path, weights: str | None = None) -> tuple
                            "or a weights file with --arch")
     spec = ckpt["spec"]
     has_ema = ckpt.get("ema") is not None
-    weights = weights or ("ema" if has_ema else "model")
-    if weights not in ("ema", "model"):
+    if weights is None:
+        weights = "ema" if has_ema else "model"
+    if weights not in WEIGHT_CHOICES:
         raise BossNASError(f"--weights must be ema or model, got '{weights}'")
     if weights == "ema" and not has_ema:
         raise BossNASError(f"'{run_dir}' was trained without EMA (train.ema_decay=0); use --weights model")
@@ -103,13 +119,37 @@ def model_from_retrain(run_dir: str | Path, weights: str | None = None) -> tuple
     extra = {"weights": weights, "source": str(run_dir), "epochs_trained": state["epoch"], "epochs": epochs,
              "finished": bool(state.get("done")), **{k: ckpt["data"][k] for k in ("mean", "std", "classes")},
              "data": ckpt["data"]["name"]}
-    metrics_path = run_dir / METRICS
-    if metrics_path.is_file():
-        metrics = json.loads(metrics_path.read_text())
-        result = metrics.get("test_ema" if weights == "ema" else "test")
-        if result:
-            extra["test"] = result
+    metrics, _ = read_retrain_metrics(run_dir)
+    result = (metrics or {}).get("test_ema" if weights == "ema" else "test")
+    if _top1(result) is not None:
+        extra["test"] = result
     return model.eval(), extra
+
+
+def _top1(result: object) -> float | None:
+    """The test top-1 of a metrics.json entry, or None when it holds no finite number."""
+    value = result.get("top1") if isinstance(result, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def read_retrain_metrics(run_dir: str | Path) -> tuple[dict | None, str | None]:
+    """A retraining folder's metrics.json and, when it cannot be used, why (it is only read
+    for the test accuracies recorded in model.json and the EMA warning, so a damaged one
+    does not stop an export)."""
+    from bossnas.retrain import METRICS
+
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return None, None
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None, f"'{path}' is not valid JSON; the export records no test accuracy"
+    if not isinstance(metrics, dict):
+        return None, f"'{path}' does not hold a mapping; the export records no test accuracy"
+    return metrics, None
 
 
 def model_from_weights(path: str | Path, arch: str | None = None, num_classes: int | None = None,
@@ -143,12 +183,30 @@ def load_exported(path: str | Path) -> nn.Module:
 
     >>> model = load_exported("runs/r/export")   # doctest: +SKIP
     """
+    if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
+        raise BossNASError(f"load_exported: give the folder `bossnas export` wrote (a str or Path), got {path!r}")
     path = Path(path)
     if path.is_dir():
-        path = path / WEIGHTS_FILE
+        folder, path = path, path / WEIGHTS_FILE
+        if not path.is_file():
+            raise BossNASError(_no_bundle_in(folder))
     if path.suffix == ".json":
         path = path.with_name(WEIGHTS_FILE)
     return model_from_weights(path)
+
+
+def _no_bundle_in(folder: Path) -> str:
+    """Why a folder given to load_exported holds no model.pt, and where to look instead."""
+    from bossnas.models import is_retrain_folder
+
+    if (folder / "export" / WEIGHTS_FILE).is_file():
+        return f"'{folder}' is not an export folder; its export is '{folder / 'export'}': load_exported('{folder / 'export'}')"
+    if is_retrain_folder(folder):
+        return f"'{folder}' is a `bossnas retrain` folder without an export; write one with `bossnas export {folder}`"
+    if (folder / PROGRAM_FILE).is_file():
+        return (f"the export in '{folder}' has no {WEIGHTS_FILE} (exported with --format program); load "
+                f"'{folder / PROGRAM_FILE}' with torch.export.load(...).module(), or export again with --format all")
+    return f"weights file '{folder / WEIGHTS_FILE}' not found; give a folder `bossnas export` wrote"
 
 
 def _example(spec: dict, batch: int, seed: int) -> torch.Tensor:
@@ -206,46 +264,88 @@ def run_onnx(graph: str | Path | bytes, images: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(logits)
 
 
+def export_state(out_dir: Path) -> tuple[str, list[str]]:
+    """What ``out_dir`` holds: ("none" | "complete" | "incomplete", the export files present).
+
+    Complete: ``model.json`` reads as an export manifest and every file it names is there.
+    Anything else with export files in it is an export that was interrupted (model.json is
+    written last) or damaged.
+    """
+    present = [n for n in EXPORT_FILES if (out_dir / n).exists()]
+    if not present:
+        return "none", present
+    try:
+        record = json.loads((out_dir / SPEC_FILE).read_text(encoding="utf-8"))
+        listed = [name for name in record["files"].values() if name]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return "incomplete", present
+    complete = all(isinstance(n, str) and (out_dir / n).is_file() for n in listed)
+    return ("complete" if complete else "incomplete"), present
+
+
 def export_model(model: nn.Module, out_dir: str | Path, extra: dict | None = None, fmt: str = "all",
                  force: bool = False, atol: float = 1e-5, onnx: bool = False) -> Exported:
-    """Write the bundle (+ model.json) and/or the program (and ``model.onnx`` with ``onnx=True``) into
-    ``out_dir``, then check every written form gives the original's outputs."""
+    """Write the bundle and/or the program (and ``model.onnx`` with ``onnx=True``) into ``out_dir``,
+    check that every written form gives the original's outputs, then write ``model.json``.
+
+    A finished export in ``out_dir`` is replaced only with ``force``; an interrupted one is
+    completed. Either way the folder ends with exactly the forms this export wrote.
+    """
+    from bossnas.runs import check_writable_folder
+
     if fmt not in FORMATS:
         raise BossNASError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}")
     if onnx and not onnx_available():
         raise BossNASError(f"ONNX export needs the onnx extra: {ONNX_HINT}")
     out_dir = Path(out_dir)
+    # a file in the way or a read-only folder: one line now, not after the graph captures
+    check_writable_folder(out_dir, "export folder")
     spec = _spec_of(model)
-    names = ([WEIGHTS_FILE, SPEC_FILE] if fmt in ("all", "state-dict") else []) + ([PROGRAM_FILE] if fmt in ("all", "program") else [])
-    names += [ONNX_FILE] if onnx else []
-    files = [out_dir / n for n in names]
-    clash = [f for f in files if f.exists()]
-    if clash and not force:
-        raise BossNASError(f"'{clash[0]}' exists; add --force to overwrite or choose another --out")
+    forms = ([WEIGHTS_FILE] if fmt in ("all", "state-dict") else []) + ([PROGRAM_FILE] if fmt in ("all", "program") else [])
+    forms += [ONNX_FILE] if onnx else []
+    state, present = export_state(out_dir)
+    if state == "complete" and not force:
+        clash = next((n for n in EXPORT_FILES if n in present and n in (*forms, SPEC_FILE)), present[0])
+        raise BossNASError(f"'{out_dir / clash}' exists; add --force to overwrite or choose another --out")
+    for name in present:
+        if (out_dir / name).is_dir():
+            raise BossNASError(f"'{out_dir / name}' is a folder; move it out of the export folder (nothing was changed)")
+    notes = []
+    if state == "incomplete":
+        notes.append(f"'{out_dir}' held an interrupted export ({', '.join(present)} without a complete {SPEC_FILE}); "
+                     "completed it")
     model = model.eval().cpu()
     record = {"format": EXPORT_FORMAT, **spec, **(extra or {}),
-              "files": {"weights": WEIGHTS_FILE if WEIGHTS_FILE in names else None,
-                        "program": PROGRAM_FILE if PROGRAM_FILE in names else None,
+              "files": {"weights": WEIGHTS_FILE if WEIGHTS_FILE in forms else None,
+                        "program": PROGRAM_FILE if PROGRAM_FILE in forms else None,
                         "onnx": ONNX_FILE if onnx else None},
               **({"onnx_opset": ONNX_OPSET, "onnx_input": ONNX_INPUT, "onnx_output": ONNX_OUTPUT} if onnx else {}),
               "torch": torch.__version__}
     # both graph captures fail before anything is written
-    program = export_program(model, spec) if PROGRAM_FILE in names else None
+    program = export_program(model, spec) if PROGRAM_FILE in forms else None
     graph = export_onnx(model, spec) if onnx else None
-    if WEIGHTS_FILE in names:
+    # the manifest goes first and comes back last: until then the folder reads as interrupted
+    (out_dir / SPEC_FILE).unlink(missing_ok=True)
+    stale = [n for n in present if n not in forms and n != SPEC_FILE]
+    for name in stale:
+        (out_dir / name).unlink()
+    if stale and state == "complete":
+        notes.append(f"removed {', '.join(stale)} of the earlier export in '{out_dir}' (this export does not write them)")
+    if WEIGHTS_FILE in forms:
         buffer = io.BytesIO()
         torch.save({"format": EXPORT_FORMAT, "spec": spec, "state_dict": model.state_dict()}, buffer)
         atomic_write_bytes(out_dir / WEIGHTS_FILE, buffer.getvalue())
-        atomic_write_json(out_dir / SPEC_FILE, record)
     if program is not None:
         buffer = io.BytesIO()
         torch.export.save(program, buffer, extra_files={PROGRAM_EXTRA: json.dumps(record, allow_nan=False)})
         atomic_write_bytes(out_dir / PROGRAM_FILE, buffer.getvalue())
     if graph is not None:
         atomic_write_bytes(out_dir / ONNX_FILE, graph)
-    diff = check_export(model, out_dir, [n for n in names if n != ONNX_FILE], atol)
+    diff = check_export(model, out_dir, [n for n in forms if n != ONNX_FILE], atol)
     onnx_diff = check_onnx(model, out_dir / ONNX_FILE) if onnx else None
-    return Exported(out_dir, files, spec, diff, onnx_diff)
+    atomic_write_json(out_dir / SPEC_FILE, record)
+    files = [out_dir / n for n in EXPORT_FILES if n in forms or n == SPEC_FILE]
+    return Exported(out_dir, files, spec, diff, onnx_diff, notes)
 
 
 @torch.no_grad()
@@ -269,23 +369,23 @@ def check_export(model: nn.Module, out_dir: Path, names: list[str], atol: float 
 
 
 def ema_warning(run_dir: str | Path, weights: str | None) -> str | None:
-    """A warning when the default (EMA) weights test worse than the plain model's.
+    """A warning when the default (EMA) weights test worse than the plain model's, or when
+    metrics.json cannot be read.
 
     EMA is the default because over a full schedule it is as good or better; after a few
     epochs the average still holds early weights and can be far worse (metrics.json has
     both numbers). An explicit ``--weights`` choice is never second-guessed.
     """
-    from bossnas.retrain import METRICS
-
-    path = Path(run_dir) / METRICS
-    if weights is not None or not path.is_file():
+    metrics, problem = read_retrain_metrics(run_dir)
+    if problem is not None:
+        return problem
+    if weights is not None or metrics is None:
         return None
-    metrics = json.loads(path.read_text())
-    ema, plain = metrics.get("test_ema"), metrics.get("test")
-    if not (isinstance(ema, dict) and isinstance(plain, dict)) or plain["top1"] <= ema["top1"]:
+    ema, plain = _top1(metrics.get("test_ema")), _top1(metrics.get("test"))
+    if ema is None or plain is None or plain <= ema:
         return None
-    return (f"exporting the EMA weights (test top-1 {ema['top1']:.2f}%), but the plain model tests better "
-            f"({plain['top1']:.2f}%); add --weights model to export it (or --weights ema to keep EMA silently)")
+    return (f"exporting the EMA weights (test top-1 {ema:.2f}%), but the plain model tests better "
+            f"({plain:.2f}%); add --weights model to export it (or --weights ema to keep EMA silently)")
 
 
 @torch.no_grad()
@@ -308,5 +408,6 @@ def check_onnx(model: nn.Module, graph: Path, tolerance: float = 1e-3) -> float:
     return worst
 
 
-__all__ = ["ONNX_FILE", "ONNX_OPSET", "Exported", "check_onnx", "ema_warning", "export_model", "export_onnx",
-           "load_exported", "model_from_retrain", "model_from_weights", "onnx_available", "run_onnx"]
+__all__ = ["EXPORT_FILES", "ONNX_FILE", "ONNX_OPSET", "Exported", "check_onnx", "ema_warning", "export_model",
+           "export_onnx", "export_state", "load_exported", "model_from_retrain", "model_from_weights", "onnx_available",
+           "read_retrain_metrics", "run_onnx"]

@@ -8,6 +8,8 @@ torch.Size([1, 10])
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import torch
 from torch import nn
 
 from bossnas.errors import BossNASError, closest
-from bossnas.spaces import create_space, list_spaces
+from bossnas.spaces import SearchSpace, create_space, list_spaces
 from bossnas.utils.io import CHECKSUM_MARKER, existing_path
 
 #: what ``bossnas show`` / ``create_model`` accept, for messages that must say it
@@ -55,9 +57,36 @@ def _load_builtin() -> None:
     list_spaces()
 
 
-def list_models() -> list[ModelSpec]:
+def model_specs() -> list[ModelSpec]:
+    """Every registered named model, by name."""
     _load_builtin()
     return [_MODELS[k] for k in sorted(_MODELS)]
+
+
+def list_models(filter: str | Sequence[str] = "", pretrained: bool = False,
+                exclude_filters: str | Sequence[str] = "") -> list[str]:
+    """The names of the registered models, as timm's ``list_models``: ``filter`` and
+    ``exclude_filters`` are shell-style patterns (``"bossnet*"``) or lists of them.
+
+    ``pretrained=True`` lists the models with weights that ship with bossnas: none (weights
+    come from ``bossnas retrain`` + ``bossnas export``). Any architecture string of any space
+    is a model name too, without being listed.
+    """
+    import fnmatch
+
+    def patterns(value: object, what: str) -> list[str]:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(x, str) for x in items):
+            raise BossNASError(f"list_models: {what} must be a pattern (e.g. 'bossnet*') or a list of them, got {value!r}")
+        return [x for x in items if x]
+
+    include, exclude = patterns(filter, "filter"), patterns(exclude_filters, "exclude_filters")
+    if pretrained:
+        return []
+    names = [m.name for m in model_specs()]
+    if include:
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, pat) for pat in include)]
+    return [n for n in names if not any(fnmatch.fnmatchcase(n, pat) for pat in exclude)]
 
 
 def is_search_record(name: str) -> bool:
@@ -66,7 +95,7 @@ def is_search_record(name: str) -> bool:
     return name.endswith(".json") or (path is not None and path.is_dir())
 
 
-def _is_retrain_folder(path: Path) -> bool:
+def is_retrain_folder(path: Path) -> bool:
     """A ``bossnas retrain`` output: its config.yaml has no top-level ``space:`` (a search's does)."""
     import re
 
@@ -77,7 +106,7 @@ def _is_retrain_folder(path: Path) -> bool:
 
 def _folder_without_record(path: Path) -> str:
     """What a folder holding no best_arch.json is, and what to give instead."""
-    if _is_retrain_folder(path):
+    if is_retrain_folder(path):
         parent = f"the search folder '{path.parent}'" if (path.parent / "best_arch.json").is_file() else "the search's run folder"
         return (f"'{path}' is a `bossnas retrain` folder, not a search: show its architecture with {parent} "
                 f"(or its export: `bossnas export {path}` writes model.json naming it)")
@@ -114,6 +143,8 @@ def resolve_model(name: str, space: str | None = None) -> ModelSpec:
     """A registered name, ``space/arch``, a bare architecture string (the first space that
     parses it), or a search's ``best_arch.json`` / run folder."""
     _load_builtin()
+    if isinstance(name, os.PathLike):  # a best_arch.json or run folder given as a Path
+        name = os.fspath(name)
     if not isinstance(name, str) or not name.strip():
         raise BossNASError(f"no architecture given ({name!r}); give {ACCEPTED}")
     if name in _MODELS:
@@ -167,20 +198,58 @@ def _check_count(name: str, value: object, minimum: int, optional: bool = False)
         raise BossNASError(f"create_model: {name} must be an integer >= {minimum}{' or None' if optional else ''}, got {value!r}")
 
 
+#: a head or stem this wide is checked against the machine's memory before it is allocated
+LARGE_COUNT = 10_000
+NO_WEIGHTS = ("bossnas ships no pretrained weights; train them (`bossnas retrain`, then `bossnas export`) and load "
+              "the file with pretrained_path='.../export/model.pt' (checkpoint_path= is the same)")
+
+
+def _check_fits_memory(space: SearchSpace, arch: tuple, what: str) -> None:
+    """Refuse, in one line, a network whose weights alone would not fit in memory (built on the
+    meta device first: shapes only, nothing allocated)."""
+    from bossnas.data.datasets import memory_bytes
+
+    memory = memory_bytes()
+    try:
+        with torch.device("meta"):
+            probe = space.build_standalone(arch)
+    except Exception:  # noqa: BLE001 - a layer that cannot be built on meta: build it for real
+        return
+    need = sum(p.numel() * p.element_size() for p in probe.parameters())
+    if memory is not None and need > memory:
+        raise BossNASError(f"create_model: {what} makes a network of {need / 1e9:,.1f} GB of weights, more than the "
+                           f"{memory / 1e9:,.1f} GB of memory here")
+
+
 def create_model(
-    name: str,
+    name: str | os.PathLike,
     num_classes: int | None = None,
     in_channels: int | None = None,
     image_size: int | None = None,
-    pretrained_path: str | Path | None = None,
+    pretrained_path: str | os.PathLike | None = None,
     space: str | None = None,
+    pretrained: bool = False,
+    checkpoint_path: str | os.PathLike | None = None,
     **space_options,
 ) -> nn.Module:
     """Build a standalone network by name (timm-style single entry point).
 
-    ``pretrained_path`` loads weights saved by ``bossnas export`` (or a plain state dict).
-    The returned module carries ``model.bossnas_spec`` (space, arch, input, classes).
+    ``pretrained_path`` (or timm's ``checkpoint_path``) loads weights saved by ``bossnas
+    export`` (or a plain state dict). ``pretrained=True`` is refused in one line: no weights
+    ship with bossnas. The returned module carries ``model.bossnas_spec`` (space, arch,
+    input, classes) and timm's ``get_classifier()`` / ``reset_classifier(num_classes)``.
     """
+    if pretrained is not False:
+        if pretrained is True:
+            raise BossNASError(f"create_model({name!r}, pretrained=True): {NO_WEIGHTS}")
+        raise BossNASError(f"create_model: pretrained must be False (no weights ship), got {pretrained!r}")
+    if checkpoint_path is not None:
+        if pretrained_path is not None:
+            raise BossNASError("create_model: give the weights file once, as pretrained_path= or checkpoint_path=")
+        pretrained_path = checkpoint_path
+    if pretrained_path is not None and (isinstance(pretrained_path, bool)
+                                        or not isinstance(pretrained_path, (str, os.PathLike))):
+        raise BossNASError(f"create_model: pretrained_path must be a file path (str or Path), got {pretrained_path!r}")
     # None means "the model's own"; anything else must be a usable count (image_size=0 used to mean the default)
     _check_count("num_classes", num_classes, 1, optional=True)
     _check_count("in_channels", in_channels, 1, optional=True)
@@ -194,7 +263,10 @@ def create_model(
         s = create_space(spec.space, in_channels=in_channels, image_size=size, num_classes=classes, **options)
     except TypeError as exc:
         raise BossNASError(f"options for space '{spec.space}': {exc}") from None
-    model = s.build_standalone(s.parse_arch(spec.arch))
+    arch = s.parse_arch(spec.arch)
+    if classes > LARGE_COUNT or in_channels > LARGE_COUNT:
+        _check_fits_memory(s, arch, f"num_classes={classes}, in_channels={in_channels}")
+    model = s.build_standalone(arch)
     model.bossnas_spec = {  # type: ignore[attr-defined]
         "name": spec.name, "space": spec.space, "arch": spec.arch, "space_options": options,
         "in_channels": in_channels, "image_size": s.image_size, "num_classes": classes,

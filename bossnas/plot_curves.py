@@ -23,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from bossnas.curves import METRICS_LOG, read_metrics
+from bossnas.curves import METRICS_LOG, not_a_record, read_metrics_lines
 from bossnas.errors import BossNASError
 from bossnas.plot import save_figure
 from bossnas.runs import CHECKPOINT, CONFIG, check_writable_folder
@@ -67,35 +67,97 @@ class RunPlots:
     written: list[Path]
     curves: list[Curve]
     ratings: list[BlockRatings]
+    #: what the pictures leave out and why (repeated records, no rated block yet), one line each
+    notes: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- data
-def loss_curves(records: list[dict]) -> list[Curve]:
-    """The step and eval records of metrics.jsonl as one curve per block (search) or one (retraining)."""
-    curves: dict[int | None, Curve] = {}
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number_or_null(value: object) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def record_problem(record: dict) -> str | None:
+    """Why a step or eval record cannot be drawn (None: it can; other kinds are not drawn).
+
+    ``null`` losses, learning rates and accuracies are the writer's own for a non-finite value
+    (docs/metrics.md): drawn as gaps, not refused.
+    """
+    kind = record["kind"]
+    if kind not in ("step", "eval"):
+        return None
+    if not (_is_int(record.get("step")) and record["step"] >= 0):
+        return f"its step is {record.get('step')!r}, not a count"
+    block = record.get("block")
+    if block is not None and not (_is_int(block) and block >= 0):
+        return f"its block is {block!r}, not a block number"
+    fields = ("loss", "lr") if kind == "step" else ("top1",)
+    for name in fields:
+        if not _is_number_or_null(record.get(name)):
+            return f"its {name} is {record.get(name)!r}, not a number"
+    if kind == "eval" and "top1" not in record:
+        return "an eval record without top1"
+    return None
+
+
+def _value(x: float | None) -> float:
+    """A drawn value: None (the writer's non-finite) and numbers beyond floats are gaps."""
+    try:
+        value = math.nan if x is None else float(x)
+    except OverflowError:  # an integer too large for a float
+        return math.nan
+    return value if math.isfinite(value) else math.nan
+
+
+def loss_curves(records: list[dict], notes: list[str] | None = None) -> list[Curve]:
+    """The step and eval records of metrics.jsonl as one curve per block (search) or one (retraining).
+
+    A step logged twice (the file appended to twice, or a resume that did not cut it back)
+    is drawn once, from its last record, and counted in ``notes``.
+    """
+    latest: dict[tuple, dict] = {}
     for r in records:
-        if r["kind"] not in ("step", "eval"):
-            continue
-        curve = curves.setdefault(r.get("block"), Curve(r.get("block")))
-        if r["kind"] == "step":
-            curve.steps.append(r["step"])
-            curve.loss.append(r["loss"])
-            curve.lr.append(r["lr"])
+        if r["kind"] in ("step", "eval"):
+            latest[(r["kind"], r.get("block"), r["step"])] = r  # a repeat replaces the earlier record
+    repeated = sum(r["kind"] in ("step", "eval") for r in records) - len(latest)
+    if repeated and notes is not None:
+        notes.append(f"{repeated} record(s) repeat a step logged before (a file appended twice or a resume that "
+                     "did not cut it back); each step is drawn once, from its last record")
+    curves: dict[int | None, Curve] = {}
+    for (kind, block, step), r in sorted(latest.items(), key=lambda item: (item[0][2], item[0][0])):
+        curve = curves.setdefault(block, Curve(block))
+        if kind == "step":
+            curve.steps.append(step)
+            curve.loss.append(_value(r.get("loss")))
+            curve.lr.append(_value(r.get("lr")))
         else:
-            curve.eval_steps.append(r["step"])
-            curve.top1.append(r["top1"])
+            curve.eval_steps.append(step)
+            curve.top1.append(_value(r.get("top1")))
     return [curves[k] for k in sorted(curves, key=lambda b: -1 if b is None else b)]
 
 
-def block_ratings(run_dir: Path) -> list[BlockRatings]:
-    """The ``block_<k>_ratings.csv`` tables of a search folder, in block order (those written so far)."""
-    from bossnas.train.runner import read_table
+def block_ratings(run_dir: Path, notes: list[str] | None = None) -> list[BlockRatings]:
+    """The rating tables of a search, in block order (those rated so far), from its checkpoint:
+    the tables `bossnas rate` and `search` choose from (the block CSVs are a copy for reading,
+    and a damaged copy must not change what is drawn)."""
+    from bossnas.utils.io import load_checkpoint
 
+    ckpt = load_checkpoint(run_dir / CHECKPOINT)
+    tables = ckpt.get("state", {}).get("tables", {}) if isinstance(ckpt.get("state"), dict) else {}
     out = []
-    while (path := run_dir / f"block_{len(out)}_ratings.csv").is_file():
-        table = read_table(path)
-        best_path, best_rating = min(table, key=lambda row: row[1])
-        out.append(BlockRatings(len(out), [r for _, r in table], best_path, best_rating))
+    while str(len(out)) in tables:
+        block = len(out)
+        rows = [(str(p), float(r)) for p, r in tables[str(block)]]
+        finite = [(p, r) for p, r in rows if math.isfinite(r)]
+        if len(finite) < len(rows) and notes is not None:
+            notes.append(f"block {block}: {len(rows) - len(finite)} of {len(rows)} ratings are not finite and are not drawn")
+        if not finite:
+            break
+        best_path, best_rating = min(finite, key=lambda row: row[1])
+        out.append(BlockRatings(block, [r for _, r in finite], best_path, best_rating))
     return out
 
 
@@ -163,7 +225,8 @@ def ratings_figure(blocks: list[BlockRatings], title: str) -> Figure:
 
 # --------------------------------------------------------------------------- the command's work
 def run_records(run_dir: Path) -> list[dict]:
-    """The records of a run folder's metrics.jsonl, or a one-line error saying why there are none."""
+    """The records of a run folder's metrics.jsonl, or a one-line error saying why there are none
+    (or which line cannot be drawn)."""
     if run_dir.is_file():
         raise BossNASError(f"'{run_dir}' is a file, not a run folder; give the folder that holds it ('{run_dir.parent}')")
     if not run_dir.is_dir():
@@ -175,10 +238,21 @@ def run_records(run_dir: Path) -> list[dict]:
     if not path.is_file():
         raise BossNASError(f"the run in '{run_dir}' logged no training curves (no {METRICS_LOG}: it was made by a "
                            "bossnas before they were logged); start it over with --force to get them")
-    records = read_metrics(path)
+    numbered = read_metrics_lines(path)
+    for number, record in numbered:
+        why = record_problem(record)
+        if why is not None:
+            raise not_a_record(path, number, why)
+    records = [r for _, r in numbered]
     if not any(r["kind"] == "step" for r in records):
         raise BossNASError(f"the run in '{run_dir}' has logged no training step yet; plot it once it has trained")
     return records
+
+
+def _is_search(run_dir: Path) -> bool:
+    from bossnas.models import is_retrain_folder
+
+    return not is_retrain_folder(run_dir)
 
 
 def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> RunPlots:
@@ -187,12 +261,21 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
     out_dir = Path(out_dir) if out_dir is not None else run_dir
     records = run_records(run_dir)
     check_writable_folder(out_dir, "plot folder")
-    curves = loss_curves(records)
-    ratings = block_ratings(run_dir) if any(c.block is not None for c in curves) else []
+    notes: list[str] = []
+    curves = loss_curves(records, notes)
+    ratings = []
+    if any(c.block is not None for c in curves) and _is_search(run_dir):
+        if (run_dir / CHECKPOINT).is_file():
+            ratings = block_ratings(run_dir, notes)
+            if not ratings:
+                notes.append(f"no block of '{run_dir}' is rated yet: {RATINGS_PNG} not drawn")
+        else:
+            notes.append(f"'{run_dir / CHECKPOINT}' is missing, and the rating tables are read from it: "
+                         f"{RATINGS_PNG} not drawn")
     written = [save_figure(loss_figure(curves, f"training curves of {run_dir}"), out_dir / LOSS_PNG)]
     if ratings:
         written.append(save_figure(ratings_figure(ratings, f"path ratings of {run_dir}"), out_dir / RATINGS_PNG))
-    return RunPlots(written, curves, ratings)
+    return RunPlots(written, curves, ratings, notes)
 
 
 def draw_run_pictures(run_dir: str | os.PathLike, console) -> list[Path]:
@@ -210,5 +293,5 @@ def draw_run_pictures(run_dir: str | os.PathLike, console) -> list[Path]:
     return written
 
 
-__all__ = ["BlockRatings", "Curve", "RunPlots", "block_ratings", "draw_run_pictures", "loss_curves", "loss_figure", "plot_run",
-           "ratings_figure", "run_records"]
+__all__ = ["BlockRatings", "Curve", "RunPlots", "block_ratings", "draw_run_pictures", "loss_curves", "loss_figure",
+           "plot_run", "ratings_figure", "record_problem", "run_records"]

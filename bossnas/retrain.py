@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import math
 import platform
 import time
 import typing
@@ -110,9 +109,11 @@ def resolve_arch_source(text: str) -> ArchSource:
 
 
 def default_out(source: ArchSource) -> Path:
-    """``RUN/retrain`` next to a best_arch.json, else ``runs/retrain-<arch>``."""
+    """``RUN/retrain`` next to a best_arch.json, ``RUN/retrain-<budget>`` next to a
+    ``best_arch-<budget>.json`` (each record of a search its own folder), else ``runs/retrain-<arch>``."""
     if source.run_dir is not None:
-        return source.run_dir / "retrain"
+        stem = Path(source.source).stem
+        return source.run_dir / ("retrain" + (stem[len("best_arch"):] if stem.startswith("best_arch") else f"-{stem}"))
     return Path("runs") / ("retrain-" + source.name.replace("/", "-").replace(":", "-"))
 
 
@@ -464,6 +465,11 @@ class Retrainer:
             with self.autocast():
                 logits = self.model(x)
             loss = self.criterion(logits.float(), y)
+            # one read of the loss a step (as in the search): no optimizer step on a non-finite loss
+            if not bool(torch.isfinite(loss)):
+                raise BossNASError(f"non-finite loss ({float(loss.detach())}) at epoch {epoch + 1}, step {step + 1}; no optimizer "
+                                   f"step was taken with it and {self._checkpoint_note()}; start over with --force and "
+                                   "a lower train.lr")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -478,9 +484,6 @@ class Retrainer:
             early = step - first in (0, RetrainProgress.PROBE_STEPS)  # read-outs that time the first steps
             if early or (step + 1 - first) % LOG_EVERY == 0 or step + 1 == len(batches) or self._stop.is_set() or due:
                 mean_loss = float(loss_sum) / (step + 1)  # the sum holds the steps before a resume too
-                if not math.isfinite(mean_loss):
-                    raise BossNASError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; the last good checkpoint is "
-                                       f"'{self.out_dir / CHECKPOINT}'; start over with --force and a lower train.lr")
                 bar.update(step + 1, loss=mean_loss, lr=f"{lr:.3g}", **self.timer.training(global_step + 1))
                 line = self.timer.estimate_line()
                 if line:
@@ -512,6 +515,12 @@ class Retrainer:
         bar.close()
         self.timer.evaluated()
         return results[0], (results[1] if len(results) == 2 else None)
+
+    def _checkpoint_note(self) -> str:
+        path = self.out_dir / CHECKPOINT
+        if path.is_file():
+            return f"the last good checkpoint is '{path}'"
+        return "no checkpoint was written yet (the first is written at the end of epoch 1)"
 
     def _evaluate(self, model: nn.Module, seen: Callable[[int], None] | None = None) -> dict:
         start = time.perf_counter()

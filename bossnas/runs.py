@@ -185,7 +185,7 @@ SEARCH = FolderKind(
     name="search", label="run folder",
     markers=(CHECKPOINT, "best_arch.json"),
     outputs=(CHECKPOINT, CONFIG, "best_arch.json", "best_arch-*.json", "report.md", "report-*.md",
-             "block_*_ratings.csv", "ratings.csv", "arch.png", "arch.pdf", "arch.svg", "retrain",
+             "block_*_ratings.csv", "ratings.csv", "arch.png", "arch.pdf", "arch.svg", "retrain", "retrain-*",
              "metrics.jsonl", "tensorboard", "loss.png", "ratings.png", "latency_*.csv", "pareto_*.png"),
     files=(CHECKPOINT, CONFIG, "best_arch.json", "report.md"),
     foreign=("metrics.json",),
@@ -316,7 +316,8 @@ class RunFolder:
 
     def check_free(self, force: bool) -> None:
         if self.holds_run() and not force:
-            raise BossNASError(f"{self.kind.label} '{self.path}' already holds a run; add --resume to continue it or --force to start over")
+            raise BossNASError(f"{self.kind.label} '{self.path}' already holds a run; add --resume to continue it or --force "
+                               "to start over (or give another --out)")
 
     # ------------------------------------------------------------------ lock
     def lock(self) -> None:

@@ -41,6 +41,38 @@ TINY = [
 ]
 
 
+class FakeClock:
+    """A stand-in for the ``time`` module of code under test (``monkeypatch.setattr(module,
+    "time", clock)``): its clocks move only when the test advances them (or by ``tick`` at
+    every reading), so durations and rates come out exact on any machine, however busy."""
+
+    def __init__(self, start: float = 1000.0, tick: float = 0.0):
+        self.now = start
+        #: seconds every reading moves the clock on (0: only advance() moves it)
+        self.tick = tick
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def _read(self) -> float:
+        self.now += self.tick
+        return self.now
+
+    def perf_counter(self) -> float:
+        return self._read()
+
+    def monotonic(self) -> float:
+        return self._read()
+
+    def time(self) -> float:
+        return self._read()
+
+
+#: how long a test waits for a tiny run in a child process before calling it hung: far above
+#: what any such run takes on a loaded 2-core machine, so only a real hang trips it
+HANG_S = 900
+
+
 def bossnas(*args: str) -> subprocess.CompletedProcess:
     """``python -m bossnas ARGS`` in a fresh interpreter, output captured."""
     return subprocess.run([sys.executable, "-m", "bossnas", *args], capture_output=True, text=True)
@@ -127,7 +159,7 @@ def search_checkpoint_state(path: Path) -> tuple | None:
     return s["block"], s["phase"], s["epoch"], s["step"]
 
 
-def wait_until_paused(proc: subprocess.Popen, timeout: float = 180) -> int:
+def wait_until_paused(proc: subprocess.Popen, timeout: float = HANG_S) -> int:
     """Wait until the child of a process started with ``pause_at`` or ``pause_after_record``
     (the process itself, or a torchrun worker) has stopped itself; returns its pid. It stays
     stopped (Linux /proc state T) until it gets SIGCONT or SIGKILL."""

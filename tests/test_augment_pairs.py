@@ -140,8 +140,9 @@ def test_default_pairs_follow_the_official_configs():
 
 
 def test_fingerprint_holds_pairs_and_keeps_one_pair_runs_resumable():
-    one = resolve_run_config(load_config(None, ["space=nats-sss"]))
-    # a run written before the key existed: its training view had no augment_pairs
+    # a run written before the key existed (and before search.rate_split: rated on the test split)
+    one = resolve_run_config(load_config(None, ["space=nats-sss", "search.rate_split=test"]))
+    # its training view had no augment_pairs
     before = one.to_dict()
     del before["train"]["augment_pairs"]
     for key in RunConfig.UNTRAINED:

@@ -142,6 +142,7 @@ def test_rating_benchmark_seeds_side_by_side(shared_data, tmp_path, monkeypatch)
             == json.loads((out / "seed-1" / "result.json").read_text())["tables"])
     # a worker that fails ends the benchmark with its log, not a hang or a half report
     bad = tmp_path / "bad"
+    monkeypatch.setattr(bench, "check_overrides", lambda args, extra: None)  # as if the parent had not caught it
     with pytest.raises(SystemExit, match=r"seed \d failed .*log.txt"):
         bench.main([*TINY, "--data-dir", str(data_dir), "--out", str(bad), "--seeds", "0,1", "--jobs", "2",
                     "--set", "train.epohcs=2"])
@@ -213,3 +214,68 @@ def test_report_counts_a_resumed_seeds_earlier_calls():
     assert bench._seed_wall(resumed) == "seed 0 7.1 min of training and rating (resumed: 0.2 min in the last call)"
     fresh = {"seed": 1, "resumed": False, "timing": {"wall_s": 150.0, "train_s": 140.0, "rate_s": 5.0}}
     assert bench._seed_wall(fresh) == "seed 1 2.5 min"
+
+
+# ------------------------------------------------------------------ adversarial pass 2026-12-02: benchmarks/rating.py
+@pytest.mark.parametrize("extra, line", [
+    (["--set", "train.epoch=2"], "error: unknown config key 'train.epoch' (did you mean 'train.epochs'?)"),
+    (["--set", "train.epochs=abc"], "error: config key 'train.epochs': cannot read 'abc' as int"),
+    (["--set", "space=hytra"], "error: --set space=...: the benchmark sets space itself; use --space"),
+    (["--set", "seed=3", "--seeds", "0,1", "--jobs", "2"], "error: --set seed=...: the benchmark sets seed itself; use --seeds"),
+    (["--set", "device=cuda"], "error: --set device=...: the benchmark sets device itself; use --device"),
+    (["--set", "data.name=cifar100"], "error: --set data.name=...: the benchmark sets data.name itself; use nothing "
+                                      "(the benchmark searches CIFAR-10)"),
+    (["--rerate-from", "elsewhere", "--set", "search.rate_imagez=9"],
+     "error: unknown config key 'search.rate_imagez' (did you mean 'search.rate_images'?)"),
+])
+def test_adv_17_26_bad_or_ignored_set_keys_are_one_line_before_anything_is_written(tmp_path, capsys, extra, line):
+    bench = _load_benchmark()
+    out = tmp_path / "bench"
+    assert bench.main(["--preset", "smoke", "--out", str(out), "--data-dir", str(tmp_path / "data"), *extra]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [line]
+    assert not out.exists() and not (tmp_path / "data").exists()
+
+
+#: a stand-in for one seed's worker: it says it is ready, seed 0 then signals the benchmark
+#: (its parent) once seed 1 is ready too, and each waits for the signal the benchmark passes on
+FAKE_WORKER = """
+import os, signal, sys, time
+from pathlib import Path
+seed, out, signum = int(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+(out / f"ready-{seed}").write_text("")
+if seed == 0:
+    while not (out / "ready-1").exists():
+        time.sleep(0.01)
+    os.kill(os.getppid(), signum)
+got = signal.sigtimedwait({signal.SIGINT, signal.SIGTERM}, 60)
+(out / f"got-{seed}").write_text(str(got.si_signo if got else 0))
+sys.exit(128 + got.si_signo if got else 1)
+"""
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_adv_42_a_signal_to_the_benchmark_reaches_every_worker_and_ends_in_one_line(tmp_path, monkeypatch, signum):
+    import signal
+
+    from bossnas.errors import BossNASError
+
+    bench = _load_benchmark()
+    sig = getattr(signal, signum)
+    (tmp_path / "worker.py").write_text(FAKE_WORKER)
+    monkeypatch.setattr(bench, "worker_command",
+                        lambda args, seed, out: [sys.executable, str(tmp_path / "worker.py"), str(seed), str(out), str(int(sig))])
+    args = bench.argparse.Namespace(jobs=2)
+    seen = []  # old code installs no handler for SIGTERM: this one keeps pytest alive and shows it
+    previous = {s: signal.signal(s, lambda *a, seen=seen: seen.append(a)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(BossNASError) as info:
+            bench.run_side_by_side(args, [0, 1], tmp_path)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    assert seen == []
+    assert getattr(info.value, "exit_code", None) == 128 + int(sig)
+    assert str(info.value) == (f"interrupted by {signum}: every running seed saved its checkpoint; run the same "
+                               "command again to resume every seed")
+    assert [(tmp_path / f"got-{s}").read_text() for s in (0, 1)] == [str(int(sig))] * 2  # both got it, none orphaned

@@ -2,6 +2,7 @@
 kill -9 and --resume, the TensorBoard mirror, and `bossnas plot`."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import pytest
 import torch
 from conftest import (
+    HANG_S,
     TINY,
     assert_steps_once_in_order,
     logged_steps,
@@ -135,7 +137,7 @@ def _kill_resume(cmd, args, out, record, launched):
     with open(out / METRICS_LOG, "ab") as f:
         f.write(b'{"kind": "step", "epo')
     resumed = launched(cmd, "--resume", "--out", str(out), "--quiet")
-    _, err = resumed.communicate(timeout=300)
+    _, err = resumed.communicate(timeout=HANG_S)
     assert resumed.returncode == 0, err
     return uncounted
 
@@ -144,7 +146,7 @@ def _background(cmd, args, out):
     proc = start_bossnas(cmd, *args, "--out", str(out), "--quiet")
 
     def result():
-        _, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=HANG_S)
         assert proc.returncode == 0, err
         return out
 
@@ -248,10 +250,13 @@ def test_plot_draws_the_logged_losses_and_the_ratings_of_every_block(search_run,
         assert curve.loss == [r["loss"] for r in mine] and curve.lr == [r["lr"] for r in mine]
         assert f"block {curve.block}: 3 steps, loss {mine[0]['loss']:.4f} -> {mine[-1]['loss']:.4f}" in out
     chosen = record["arch"].split(":")
-    assert [b.ratings for b in plots.ratings] == [[r for _, r in t] for t in tables]
+    # the checkpoint's tables (those rate and search choose from); the CSVs are their 8-decimal copy
+    state = load_checkpoint(run_dir / "checkpoint.pt")["state"]
+    assert [b.ratings for b in plots.ratings] == [[r for _, r in state["tables"][str(b)]] for b in range(3)]
+    assert [b.ratings for b in plots.ratings] == [pytest.approx([r for _, r in t], abs=1e-8) for t in tables]
     assert [len(b.ratings) for b in plots.ratings] == [64, 64, 8]
     assert ":".join(b.best_path for b in plots.ratings) == ":".join(chosen)  # nats-sss: one width per layer
-    assert [b.best_rating for b in plots.ratings] == [min(r for _, r in t) for t in tables]
+    assert [b.best_rating for b in plots.ratings] == [min(r for _, r in state["tables"][str(b)]) for b in range(3)]
     assert [read_table(run_dir / f"block_{b}_ratings.csv") for b in range(3)] == tables
 
 
@@ -330,3 +335,99 @@ def test_plot_errors_are_one_line_naming_the_folder(search_run, tmp_path):
         res = subprocess.run([sys.executable, "-m", "bossnas", "plot", str(folder)], capture_output=True, text=True)
         assert res.returncode == 2 and res.stderr.strip().splitlines() == [line], res.stderr
     assert not list(tmp_path.rglob("*.png"))
+
+
+# ------------------------------------------------------------------ adversarial pass 2026-12-02: bossnas plot input
+def _copy_run(run_dir, dst):
+    import shutil
+
+    return shutil.copytree(run_dir, dst, ignore=shutil.ignore_patterns(".lock", "*.png"))
+
+
+def _folder_with_log(folder, lines, search=True):
+    folder.mkdir()
+    (folder / "config.yaml").write_text("space: nats-sss\n" if search else "model:\n  name: nats-sss/8:8:8:8:8\n")
+    (folder / METRICS_LOG).write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return folder
+
+
+STEP = {"kind": "step", "block": 0, "epoch": 0, "step": 0, "loss": 1.5, "lr": 0.1}
+
+
+@pytest.mark.parametrize("bad, why", [
+    ({"kind": "step", "block": 0}, "its step is None, not a count"),
+    ({**STEP, "step": 1, "block": "0"}, "its block is '0', not a block number"),
+    ({**STEP, "step": 1, "loss": "x"}, "its loss is 'x', not a number"),
+    ({**STEP, "step": True}, "its step is True, not a count"),
+    ({"kind": "eval", "epoch": 0, "step": 0, "top5": 90.0}, "an eval record without top1"),
+])
+def test_adv_13_plot_refuses_a_record_it_cannot_draw_in_one_line(tmp_path, monkeypatch, capsys, bad, why):
+    folder = _folder_with_log(tmp_path / "r", [STEP, bad], search="block" in bad)
+    code, _, err = run_cli(monkeypatch, capsys, "plot", str(folder))
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: '{folder / METRICS_LOG}' line 2 is not a metrics record ({why}); restore the file or start the run over"]
+    assert not list(folder.glob("*.png"))
+
+
+def test_adv_13_plot_draws_null_values_as_gaps(tmp_path, monkeypatch, capsys):
+    # the writer itself logs a non-finite loss as null (docs/metrics.md)
+    records = [{**STEP, "step": s, "loss": None if s == 1 else 2.0 - s * 0.5} for s in range(3)]
+    records.append({"kind": "eval", "epoch": 0, "step": 2, "top1": None})
+    folder = _folder_with_log(tmp_path / "r", [{k: v for k, v in r.items() if k != "block"} for r in records], search=False)
+    code, out, err = run_cli(monkeypatch, capsys, "plot", str(folder))
+    assert code == 0, err
+    assert out.splitlines()[0] == "retraining: 3 steps, loss 2.0000 -> 1.0000"
+    (curve,) = plot_run(folder).curves
+    assert curve.loss[0] == 2.0 and math.isnan(curve.loss[1]) and len(curve.top1) == 1 and math.isnan(curve.top1[0])
+
+
+def test_adv_14_22_plot_takes_the_ratings_from_the_checkpoint(search_run, tmp_path, monkeypatch, capsys):
+    run_dir, record, _ = search_run
+    run = _copy_run(run_dir, tmp_path / "run")
+    state = load_checkpoint(run / "checkpoint.pt")["state"]
+    (run / "block_0_ratings.csv").write_bytes((run / "block_0_ratings.csv").read_bytes()[:100])  # cut
+    text = (run / "block_1_ratings.csv").read_text().splitlines()
+    (run / "block_1_ratings.csv").write_text("\n".join(text[:2] + [text[2].rsplit(",", 1)[0] + ",nan"] + text[3:]) + "\n")
+    (run / "block_2_ratings.csv").write_bytes(b"\x00\xff\xfe binary")
+    code, out, err = run_cli(monkeypatch, capsys, "plot", str(run))
+    assert code == 0 and "Traceback" not in err, err
+    from bossnas.plot_curves import block_ratings
+
+    assert [b.ratings for b in block_ratings(run)] == [[r for _, r in state["tables"][str(b)]] for b in range(3)]
+    best = [min(state["tables"][str(b)], key=lambda row: row[1]) for b in range(3)]
+    for b, (path, rating) in enumerate(best):
+        assert f"block {b}: {len(state['tables'][str(b)])} paths rated, best {path} ({rating:.5f})" in out
+    assert ":".join(p for p, _ in best) == record["arch"]
+    # no checkpoint: no rating picture, and a line that says why
+    (run / "checkpoint.pt").unlink()
+    code, out, err = run_cli(monkeypatch, capsys, "plot", str(run), "--out", str(tmp_path / "again"))
+    assert code == 0 and not (tmp_path / "again" / "ratings.png").exists()
+    assert err.strip().splitlines() == [f"note: '{run / 'checkpoint.pt'}' is missing, and the rating tables are read "
+                                        "from it: ratings.png not drawn"]
+
+
+def test_adv_23_plot_draws_a_repeated_step_once_and_says_so(search_run, tmp_path, monkeypatch, capsys):
+    run_dir, _, _ = search_run
+    run = _copy_run(run_dir, tmp_path / "run")
+    log = (run / METRICS_LOG).read_bytes()
+    steps = log.count(b'"kind": "step"')
+    (run / METRICS_LOG).write_bytes(log + log)  # written twice
+    code, out, err = run_cli(monkeypatch, capsys, "plot", str(run))
+    assert code == 0, err
+    assert [line.split(",")[0] for line in out.splitlines()[:3]] == [f"block {b}: 3 steps" for b in range(3)]
+    assert err.strip().splitlines() == [f"note: {steps} record(s) repeat a step logged before (a file appended twice "
+                                        "or a resume that did not cut it back); each step is drawn once, from its last record"]
+    from bossnas.plot_curves import loss_curves, run_records
+
+    assert [c.steps for c in loss_curves(run_records(run))] == [[0, 1, 2]] * 3
+
+
+def test_adv_39_a_binary_metrics_file_is_damage_not_an_empty_log(tmp_path, monkeypatch, capsys):
+    folder = _folder_with_log(tmp_path / "r", [])
+    (folder / METRICS_LOG).write_bytes(b"\x89PNG\r\x1a\x00\xff\xfe not a log")
+    code, _, err = run_cli(monkeypatch, capsys, "plot", str(folder))
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: '{folder / METRICS_LOG}' line 1 is not a metrics record; restore the file or start the run over"]
+    # a cut last record (a kill mid-write) is still only left out
+    (folder / METRICS_LOG).write_text(json.dumps(STEP) + "\n" + '{"kind": "step", "blo')
+    assert read_metrics(folder / METRICS_LOG) == [STEP]

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from conftest import (
+    HANG_S,
     TINY,
     assert_steps_once_in_order,
     logged_steps,
@@ -131,7 +132,7 @@ def test_nproc_sigterm_then_resume_matches_uninterrupted_run(two_process_run, tm
     rank0 = wait_until_paused(proc)
     proc.send_signal(signal.SIGTERM)  # to the launcher, as a cluster scheduler would
     os.kill(rank0, signal.SIGCONT)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=HANG_S)
     assert proc.returncode == 128 + signal.SIGTERM, err
     lines = [line for line in err.splitlines() if line.startswith("error")]
     assert len(lines) == 1 and "interrupted by SIGTERM" in lines[0] and "--resume" in lines[0], err
@@ -139,7 +140,7 @@ def test_nproc_sigterm_then_resume_matches_uninterrupted_run(two_process_run, tm
     block, phase, epoch, step = search_checkpoint_state(out / "checkpoint.pt")
     assert (block, phase) == (0, "train") and step >= 1
     proc = launched("run", "--resume", "--out", str(out), "--quiet", "--nproc", str(WORLD))
-    _, err = proc.communicate(timeout=300)
+    _, err = proc.communicate(timeout=HANG_S)
     assert proc.returncode == 0, err
     for b in range(3):
         expected = [(p, round(r, 8)) for p, r in ranks[0]["tables"][str(b)]]
@@ -151,7 +152,7 @@ def test_nproc_sigterm_then_resume_matches_uninterrupted_run(two_process_run, tm
 
 def test_nproc_config_error_is_one_line(tmp_path, launched):
     proc = launched("run", *TINY, "train.batch_size=31", "--out", str(tmp_path / "r"), "--nproc", "2")
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=HANG_S)
     assert proc.returncode == 2, err
     assert err.strip().splitlines() == [
         "error: train.batch_size=31 cannot be split over 2 processes; expected a multiple of 2 that is at least 4 "

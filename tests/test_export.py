@@ -120,3 +120,145 @@ def test_create_model_weight_errors(tmp_path):
     with pytest.raises(BossNASError, match="do not fit this architecture") as info:
         create_model(ARCH, num_classes=10, pretrained_path=other)
     assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------ adversarial pass 2026-12-02
+def _retrain_copy(trained, dst):
+    import shutil
+
+    shutil.copytree(trained, dst, ignore=shutil.ignore_patterns(".lock", "export"))
+    return dst
+
+
+def _fake_export(folder, names):
+    """A finished earlier export holding ``names`` (bytes that are no model: nothing reads them here)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(b"an earlier export's " + name.encode())
+    files = {"weights": "model.pt" if "model.pt" in names else None, "program": "model.pt2" if "model.pt2" in names else None,
+             "onnx": "model.onnx" if "model.onnx" in names else None}
+    (folder / "model.json").write_text(json.dumps({"format": "bossnas-model-v1", "files": files}))
+
+
+def test_adv_3_export_force_removes_stale_forms(trained, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "exp"
+    _fake_export(out, ["model.pt", "model.pt2", "model.onnx"])
+    code, stdout, err = run_cli(monkeypatch, capsys, "export", str(trained), "--out", str(out), "--force",
+                                "--weights", "model", "--format", "state-dict", "--no-onnx")
+    assert code == 0, err
+    # only the forms of this export are left, and the manifest says so
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.pt"]
+    record = json.loads((out / "model.json").read_text())
+    assert record["files"] == {"weights": "model.pt", "program": None, "onnx": None} and record["weights"] == "model"
+    assert f"note: removed model.pt2, model.onnx of the earlier export in '{out}' (this export does not write them)" in err
+    plain, _ = model_from_retrain(trained, "model")
+    torch.testing.assert_close(load_exported(out)(_batch()), plain(_batch()))
+    # without --force a finished export is still refused, and nothing is touched
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, _, err = run_cli(monkeypatch, capsys, "export", str(trained), "--out", str(out), "--format", "state-dict")
+    assert code == 2 and "exists; add --force to overwrite or choose another --out" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_adv_4_an_interrupted_export_is_completed_by_the_rerun(trained, tmp_path, monkeypatch, capsys):
+    from bossnas.export import export_state
+
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"half of an export killed after its first file")
+    assert export_state(out) == ("incomplete", ["model.pt"])
+    code, stdout, err = run_cli(monkeypatch, capsys, "export", str(trained), "--out", str(out), "--format", "state-dict")
+    assert code == 0, err
+    assert (f"note: '{out}' held an interrupted export (model.pt without a complete model.json); completed it"
+            in err.splitlines())
+    assert export_state(out) == ("complete", ["model.pt", "model.json"])
+    torch.testing.assert_close(load_exported(out)(_batch()), model_from_retrain(trained)[0](_batch()))
+    # a manifest naming a form that is missing (an old export killed after model.json) is incomplete too
+    _fake_export(tmp_path / "old", ["model.pt", "model.pt2"])
+    (tmp_path / "old" / "model.pt2").unlink()
+    assert export_state(tmp_path / "old")[0] == "incomplete"
+
+
+def test_adv_29_export_interrupted_by_a_signal_is_one_line_and_the_rerun_completes(trained, tmp_path, monkeypatch,
+                                                                                   capsys):
+    import signal
+
+    import bossnas.export as export_module
+
+    out = tmp_path / "exp"
+    real_check = export_module.check_export
+    for signum, code_expected in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        def interrupted_check(*args, signum=signum, **kwargs):  # the signal arrives after model.pt is written
+            assert (out / "model.pt").is_file() and not (out / "model.json").exists()
+            os.kill(os.getpid(), signum)
+            return real_check(*args, **kwargs)
+
+        caught = []  # old code: no handler of its own, so this one sees SIGTERM (and pytest survives it)
+        previous = signal.signal(signal.SIGTERM, lambda *a, caught=caught: caught.append(a))
+        monkeypatch.setattr(export_module, "check_export", interrupted_check)
+        try:
+            code, _, err = run_cli(monkeypatch, capsys, "export", str(trained), "--out", str(out), "--format", "state-dict")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        name = signal.Signals(signum).name
+        assert (code, caught) == (code_expected, []), err
+        assert err.strip().splitlines()[-1] == (f"error: interrupted by {name} while exporting to '{out}'; it holds an "
+                                                "incomplete export; run the same command again to complete it")
+    monkeypatch.setattr(export_module, "check_export", real_check)
+    code, _, err = run_cli(monkeypatch, capsys, "export", str(trained), "--out", str(out), "--format", "state-dict")
+    assert code == 0 and "completed it" in err, err
+
+
+def test_adv_11_export_folder_problems_are_one_line_before_any_work(trained, tmp_path, monkeypatch, capsys):
+    import errno
+    import tempfile
+
+    import bossnas.export as export_module
+
+    def no_capture(*args, **kwargs):
+        raise AssertionError("the graph was captured before the folder was checked")
+
+    monkeypatch.setattr(export_module, "export_program", no_capture)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = {
+        str(afile): f"error: '{afile}' is a file, not a folder; give a folder for the export folder",
+        str(afile / "sub"): f"error: '{afile}' is a file, not a folder (in the way of '{afile / 'sub'}'); give a folder "
+                            "for the export folder",
+    }
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):  # a read-only mount (root ignores permission bits)
+        if dir is not None and os.path.realpath(dir).startswith(os.path.realpath(ro)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    cases[str(ro / "exp")] = f"error: cannot write in '{ro}' (read-only file system); choose another export folder or make it writable"
+    for where, line in cases.items():
+        code, _, err = run_cli(monkeypatch, capsys, "export", str(trained), "--out", where, "--no-onnx")
+        assert code == 2 and err.strip().splitlines() == [line], err
+    assert afile.read_text() == "x" and not list(ro.iterdir())
+
+
+@pytest.mark.parametrize("content", ['{"test": {"top1": 5', "[1, 2]", '{"test": {"top1": "x"}, "test_ema": {"top1": 3}}'])
+def test_adv_12_a_damaged_metrics_json_does_not_stop_the_export(trained, tmp_path, monkeypatch, capsys, content):
+    run = _retrain_copy(trained, tmp_path / "r")
+    (run / "metrics.json").write_text(content)
+    code, _, err = run_cli(monkeypatch, capsys, "export", str(run), "--format", "state-dict")
+    assert code == 0 and "Traceback" not in err, err
+    record = json.loads((run / "export" / "model.json").read_text())
+    if content.startswith("{\"test\": {\"top1\": 5") or content.startswith("["):
+        kind = "is not valid JSON" if content.startswith("{") else "does not hold a mapping"
+        assert f"warning: '{run / 'metrics.json'}' {kind}; the export records no test accuracy" in err.splitlines()
+        assert "test" not in record
+    else:  # a top-1 that is no number: no comparison, no warning; the EMA's valid entry is recorded
+        assert "warning" not in err and record["test"] == {"top1": 3}
+
+
+def test_adv_40_export_weights_empty_is_refused(trained, tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "export", str(trained), "--weights", "", "--out", str(tmp_path / "e"))
+    assert code == 2 and err.strip().splitlines() == ["error: --weights must be ema or model, got ''"], err
+    assert not (tmp_path / "e").exists()

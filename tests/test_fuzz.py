@@ -410,3 +410,117 @@ def test_csv_with_byte_order_mark_and_spaces_reads(tmp_path):
     (tmp_path / "t.csv").write_bytes("\ufeffarch,accuracy\n8:8:8:8:8,90\n16:8:8:8:8,91\n8:16:8:8:8,92\n".encode())
     c = correlate_files(tmp_path / "s.csv", tmp_path / "t.csv")
     assert (c.count, c.kendall, c.lower_is_better) == (3, 1.0, True)
+
+
+# ------------------------------------------------------------------ metrics records (bossnas plot)
+JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**400), st.floats(allow_nan=False),
+                        st.text(max_size=5), st.lists(st.integers(0, 3), max_size=2))
+
+
+@st.composite
+def metrics_records(draw):
+    """A record as metrics.jsonl could hold it: a writer's record with some fields retyped, dropped or added."""
+    kind = draw(st.sampled_from(["step", "step", "eval", "epoch", "other"]))
+    record = {"kind": kind, "block": draw(st.sampled_from([None, 0, 1])), "epoch": 0, "step": draw(st.integers(0, 4)),
+              "loss": draw(st.floats(0, 10)), "lr": 0.1, "top1": 50.0}
+    for name in draw(st.lists(st.sampled_from(["block", "step", "loss", "lr", "top1", "epoch"]), max_size=2)):
+        if draw(st.booleans()):
+            record[name] = draw(JSON_VALUES)
+        else:
+            record.pop(name, None)
+    return {k: v for k, v in record.items() if not (k == "block" and v is None and draw(st.booleans()))}
+
+
+@fuzz(30)
+@given(records=st.lists(metrics_records(), min_size=1, max_size=8), data=st.data())
+def test_metrics_records_are_drawn_or_refused_in_one_line(tmp_path_factory, records, data):
+    import json
+
+    from bossnas.plot_curves import loss_curves, loss_figure, run_records
+
+    folder = tmp_path_factory.mktemp("metrics")
+    (folder / "config.yaml").write_text("space: nats-sss\n")
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    if data.draw(st.booleans()):  # a cut last line
+        text = text[: data.draw(st.integers(0, len(text)))]
+    (folder / "metrics.jsonl").write_text(text)
+    try:
+        checked = run_records(folder)
+    except BossNASError as exc:
+        _one_line(exc)
+        return
+    curves = loss_curves(checked, notes := [])
+    steps = {(r.get("block"), r["step"]) for r in checked if r["kind"] == "step"}
+    assert sum(len(c.steps) for c in curves) == len(steps)  # every logged step once
+    assert all(c.steps == sorted(c.steps) for c in curves) and all(isinstance(n, str) for n in notes)
+    if data.draw(st.integers(0, 3)) == 0:  # a figure takes a third of a second: draw some
+        loss_figure(curves, "fuzz")  # draws whatever passed the checks (gaps for null and huge values)
+
+
+# ------------------------------------------------------------------ the Python API's argument types
+ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-3, 2**70), st.floats(), st.text(max_size=8), st.binary(max_size=4),
+                      st.lists(st.integers(0, 3), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+COUNT = st.one_of(st.integers(-2, 40), ANY_VALUE)
+
+
+@fuzz(60)
+@given(space=st.one_of(st.sampled_from(SPACES), ANY_VALUE), in_channels=COUNT, image_size=COUNT, num_classes=COUNT,
+       option=st.one_of(st.none(), st.tuples(st.sampled_from(["bogus", "width_mult", "stem"]), ANY_VALUE)))
+def test_create_space_arguments_build_or_fail_in_one_line(space, in_channels, image_size, num_classes, option):
+    kwargs = {"in_channels": in_channels, "image_size": image_size, "num_classes": num_classes}
+    if option is not None:
+        kwargs[option[0]] = option[1]
+    try:
+        s = create_space(space, **kwargs)
+    except BossNASError as exc:
+        _one_line(exc)
+        return
+    assert s.in_channels == in_channels and s.num_classes == num_classes
+
+
+@fuzz(60)
+@given(name=st.one_of(st.sampled_from(["nats-sss/8:8:8:8:8", "8:16:8:8:8", "bossnet-t0"]), ANY_VALUE),
+       num_classes=COUNT, in_channels=COUNT, image_size=COUNT, pretrained_path=st.one_of(st.none(), ANY_VALUE),
+       pretrained=st.one_of(st.just(False), ANY_VALUE))
+def test_create_model_arguments_build_or_fail_in_one_line(tmp_path_factory, name, num_classes, in_channels, image_size,
+                                                          pretrained_path, pretrained):
+    from bossnas.models import create_model
+
+    if isinstance(name, str) and name.startswith("bossnet") and num_classes not in (None, 1, 2):
+        num_classes = 2  # a full-size HyTra network per example is too slow for a fuzz campaign
+    if isinstance(pretrained_path, str):
+        pretrained_path = tmp_path_factory.mktemp("w") / "missing.pt"
+    try:
+        model = create_model(name, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+                             pretrained_path=pretrained_path, pretrained=pretrained)
+    except BossNASError as exc:
+        _one_line(exc)
+        return
+    assert isinstance(model, torch.nn.Module) and model.bossnas_spec["name"]
+
+
+@fuzz(80)
+@given(preset=st.one_of(st.sampled_from(["quickstart", "nats-cifar10"]), ANY_VALUE),
+       overrides=st.one_of(st.none(), ANY_VALUE, st.lists(st.one_of(st.sampled_from(["train.epochs=2", "seed=3"]),
+                                                                    ANY_VALUE), max_size=2)),
+       run_dir=st.one_of(ANY_VALUE), flag=ANY_VALUE)
+def test_load_config_and_run_search_arguments_are_checked_in_one_line(tmp_path_factory, preset, overrides, run_dir, flag):
+    import bossnas
+
+    try:
+        config = bossnas.load_config(preset, overrides)
+    except BossNASError as exc:
+        _one_line(exc)
+        return
+    assert isinstance(config, bossnas.RunConfig)
+    config.train.epochs = flag  # a field set in Python, of any type
+    here = tmp_path_factory.mktemp("api")
+    run_dir = here / "r" if isinstance(run_dir, str) and run_dir else run_dir
+    with pytest.raises(BossNASError) as info:  # no search runs here: every call below is refused before any work
+        bossnas.run_search(config if not isinstance(flag, int) or isinstance(flag, bool) or flag < 1 else None, run_dir)
+    _one_line(info.value)
+    assert not (here / "r").exists()
+    try:
+        bossnas.load_exported(run_dir)
+    except BossNASError as exc:
+        _one_line(exc)

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, bossnas
+from conftest import HANG_S, TINY, bossnas
 
 import bossnas as package
 from bossnas.commands.search import _parse_budget
@@ -94,7 +94,7 @@ def test_sigint_during_start_up_imports_exits_130_in_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     # a shell starts background jobs with SIGINT ignored, and Python keeps an inherited SIG_IGN:
     # give the child the disposition a terminal's Ctrl-C meets
-    res = subprocess.run([sys.executable, "-m", "bossnas", "spaces"], capture_output=True, text=True, env=env, timeout=60,
+    res = subprocess.run([sys.executable, "-m", "bossnas", "spaces"], capture_output=True, text=True, env=env, timeout=HANG_S,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert res.returncode == 130
     assert res.stderr.strip().splitlines() == ["error: interrupted by SIGINT while starting"]

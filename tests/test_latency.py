@@ -2,11 +2,10 @@
 
 import itertools
 import json
-import time
 
 import numpy as np
 import pytest
-from conftest import copy_run, run_cli
+from conftest import FakeClock, copy_run, run_cli
 
 from bossnas.errors import BossNASError
 from bossnas.search.latency import LatencyTable, measure_latency, parse_duration
@@ -160,14 +159,27 @@ def test_parse_duration_errors(text):
 
 
 def test_interleaved_times_measure_what_they_time():
-    def sleep(seconds):
-        return lambda: time.sleep(seconds)
+    # each function "takes" an exact time on a clock only the functions advance: the
+    # measurement arithmetic (calls per measurement, per-call seconds, ratios) is checked
+    # exactly, without sleeping on a machine whose load would decide the outcome
+    clock = FakeClock()
+    calls = []
 
-    short, long = interleaved_times([sleep(0.001), sleep(0.003)], rounds=3, threads=1, warmup=1)
+    def takes(seconds):
+        def fn():
+            calls.append(seconds)
+            clock.advance(seconds)
+        return fn
+
+    short, long = interleaved_times([takes(0.001), takes(0.003)], rounds=3, threads=1, warmup=1,
+                                    clock=clock.perf_counter)
     assert len(short) == len(long) == 3
+    assert short == pytest.approx([0.001] * 3, rel=1e-9) and long == pytest.approx([0.003] * 3, rel=1e-9)
     spread = ratio_spread(long, short)
-    assert 1.5 < spread.median < 4.0  # sleep overshoots a little, more so for the short one
+    assert spread.median == pytest.approx(3.0, rel=1e-9) and spread.trusted
     assert spread.low <= spread.median <= spread.high
+    # a measurement repeats the call until it lasts MIN_MEASUREMENT_S: the short one more often
+    assert calls.count(0.001) > calls.count(0.003)
 
 
 def test_spread_flags_wide_rounds():

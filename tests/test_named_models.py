@@ -3,7 +3,7 @@ import torch
 
 from bossnas.errors import BossNASError
 from bossnas.layers.ops import ResAtt, ResConv, SqueezeExcite
-from bossnas.models import create_model, list_models, resolve_model
+from bossnas.models import create_model, list_models, model_specs, resolve_model
 from bossnas.search.costs import arch_cost
 from bossnas.spaces import create_space
 from bossnas.spaces.hytra import BOSSNET_T0_ENCODING
@@ -21,9 +21,9 @@ def spec_space(name: str, **overrides):
 
 
 def test_models_are_listed():
-    names = [m.name for m in list_models()]
+    names = list_models()
     assert {"bossnet-t0", "bossnet-t0-nose", "bossnet-t1"} <= set(names)
-    assert all(m.space == "hytra" and m.image_size == 224 for m in list_models() if m.name.startswith("bossnet"))
+    assert all(m.space == "hytra" and m.image_size == 224 for m in model_specs() if m.name.startswith("bossnet"))
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_MADDS))

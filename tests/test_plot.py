@@ -5,7 +5,7 @@ import torch
 from conftest import run_cli
 
 from bossnas.errors import BossNASError
-from bossnas.models import list_models
+from bossnas.models import model_specs
 from bossnas.plot import fabric_figure, plot_arch, save_figure
 from bossnas.spaces import create_space, list_spaces
 
@@ -61,9 +61,9 @@ def test_show_plot_cli(tmp_path, monkeypatch, capsys):
         plot_arch(create_space("nats-sss"), ((8, 8), (8, 8), (8,)), tmp_path / "x.txt")
 
 
-@pytest.mark.skipif(not list_models(), reason="no named models registered")
+@pytest.mark.skipif(not model_specs(), reason="no named models registered")
 def test_show_and_models_know_named_models(tmp_path, monkeypatch, capsys):
-    name = list_models()[0].name
+    name = model_specs()[0].name
     code, out, err = run_cli(monkeypatch, capsys, "show", name, "--plot", str(tmp_path / "m.png"))
     assert code == 0, err
     assert out.startswith(f"{name}: ") and is_png(tmp_path / "m.png")
@@ -74,7 +74,7 @@ def test_models_command(monkeypatch, capsys):
     assert code == 0, err
     assert "Any architecture string of any space is also a model name" in out
     assert "nats-sss/" in out
-    for spec in list_models():
+    for spec in model_specs():
         assert spec.name in out
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import (
+    HANG_S,
     TINY,
     assert_steps_once_in_order,
     logged_steps,
@@ -58,7 +59,7 @@ def reference(tmp_path_factory):
     proc = start_bossnas("run", *QUICK, "--out", str(out), "--quiet")
 
     def result():
-        _, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=HANG_S)
         assert proc.returncode == 0, err
         return _results(out)
 
@@ -91,7 +92,7 @@ def test_kill_9_at_a_random_step_then_resume_matches_uninterrupted_run(reference
     where = f"killed after checkpoint {target} + {delay:.2f}s (BOSSNAS_KILL_SEED={seed}), resumed from {search_checkpoint_state(out / 'checkpoint.pt')}"
     print(where)  # shown with -s / -rP
     resumed = launched("run", "--resume", "--out", str(out), "--quiet")
-    _, err = resumed.communicate(timeout=300)
+    _, err = resumed.communicate(timeout=HANG_S)
     assert resumed.returncode == 0, f"{where}: {err}"
     assert _results(out) == reference(), where
 
@@ -105,7 +106,7 @@ def test_sigterm_in_training_and_in_rating_saves_and_resumes(reference, tmp_path
     paused = wait_until_paused(proc)
     proc.send_signal(signal.SIGTERM)
     os.kill(paused, signal.SIGCONT)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=HANG_S)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
@@ -117,13 +118,13 @@ def test_sigterm_in_training_and_in_rating_saves_and_resumes(reference, tmp_path
     paused = wait_until_paused(proc)
     proc.send_signal(signal.SIGTERM)
     os.kill(paused, signal.SIGCONT)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=HANG_S)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert err.strip().splitlines()[-1].startswith("error: interrupted by SIGTERM while rating block 0 (")
     assert search_checkpoint_state(ckpt) == (0, "rate", 1, 0)
 
     proc = launched("run", "--resume", "--out", str(out), "--quiet")
-    _, err = proc.communicate(timeout=300)
+    _, err = proc.communicate(timeout=HANG_S)
     assert proc.returncode == 0, err
     assert _results(out) == reference()
 
@@ -180,9 +181,10 @@ def test_resume_refuses_another_space_config_or_data(started):
     save_checkpoint(path, {**{k: v for k, v in ckpt.items() if k != "format"}, "space": "hytra"})
     with pytest.raises(BossNASError, match="is for space 'hytra', not 'nats-sss'"):
         BlockwiseSearch.open(config, run_dir, resume=True)
-    # settings that do not change the weights may differ
+    # settings that do not change the weights may differ (search.rate_images does, when the
+    # rating images are held out of the training images: tests/test_defaults.py)
     save_checkpoint(path, {k: v for k, v in ckpt.items() if k != "format"})
-    BlockwiseSearch.open(load_config("quickstart", QUICK + ["train.checkpoint_every=5", "search.rate_images=12"]),
+    BlockwiseSearch.open(load_config("quickstart", QUICK + ["train.checkpoint_every=5", "search.recal_batches=2"]),
                          run_dir, resume=True, show_progress=False)
 
 
@@ -377,7 +379,7 @@ def test_retrain_kill_9_then_resume_matches_uninterrupted_run(retrain_reference,
     proc.communicate()
     where = f"killed after epoch {target} + {delay:.2f}s (BOSSNAS_KILL_SEED={seed})"
     resumed = launched("retrain", "--resume", "--out", str(out), "--quiet")
-    _, err = resumed.communicate(timeout=300)
+    _, err = resumed.communicate(timeout=HANG_S)
     assert resumed.returncode == 0, f"{where}: {err}"
     _same_retrain(_retrain_results(out), retrain_reference)
 
@@ -389,7 +391,7 @@ def test_retrain_sigterm_saves_names_the_signal_and_resumes(retrain_reference, t
     paused = wait_until_paused(proc)
     proc.send_signal(signal.SIGTERM)
     os.kill(paused, signal.SIGCONT)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=HANG_S)
     assert proc.returncode == 128 + signal.SIGTERM, err  # as the search: 143, not 130
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
@@ -397,7 +399,7 @@ def test_retrain_sigterm_saves_names_the_signal_and_resumes(retrain_reference, t
     epoch, step = _retrain_state(out / "checkpoint.pt")
     assert last.startswith(f"error: interrupted by SIGTERM at epoch {epoch + 1}, step {step};")
     proc = launched("retrain", "--resume", "--out", str(out), "--quiet")
-    _, err = proc.communicate(timeout=300)
+    _, err = proc.communicate(timeout=HANG_S)
     assert proc.returncode == 0, err
     assert f"resuming '{out}' at epoch {epoch + 1}, step {step}" in err
     _same_retrain(_retrain_results(out), retrain_reference)

@@ -118,3 +118,59 @@ def test_keys_and_ema_decay():
         set_retrain_key(config, "train.label_smoothing", "1.5")
     assert ema_decay_for(None, 100) == 0.9 and ema_decay_for(None, 10**7) == 0.9999
     assert ema_decay_for(None, 1000) == pytest.approx(0.99) and ema_decay_for(0.5, 10) == 0.5
+
+
+# ------------------------------------------------------------------ adversarial pass 2026-12-02, issue 20
+def test_issue_20_each_search_record_retrains_into_its_own_folder(tmp_path):
+    record = {"space": "nats-sss", "arch": "8:16:24:32:40", "data": "digits", "input": [1, 12, 12], "space_options": {}}
+    (tmp_path / "best_arch.json").write_text(json.dumps(record))
+    (tmp_path / "best_arch-max_latency=1.34ms.json").write_text(json.dumps({**record, "arch": "8:8:8:8:8"}))
+    assert retrain_config(str(tmp_path))[1] == tmp_path / "retrain"
+    assert retrain_config(str(tmp_path / "best_arch.json"))[1] == tmp_path / "retrain"
+    assert retrain_config(str(tmp_path / "best_arch-max_latency=1.34ms.json"))[1] == tmp_path / "retrain-max_latency=1.34ms"
+    # the same record twice: the refusal says how to choose another folder
+    from bossnas.runs import RETRAIN, RunFolder
+
+    (tmp_path / "retrain").mkdir()
+    (tmp_path / "retrain" / "metrics.json").write_text("{}")
+    with pytest.raises(BossNASError, match=r"already holds a run; add --resume to continue it or --force to start over "
+                                           r"\(or give another --out\)"):
+        RunFolder(tmp_path / "retrain", RETRAIN).check_free(force=False)
+
+
+def test_adv_15_space_options_that_are_not_a_mapping_are_one_line(tmp_path, monkeypatch, capsys):
+    record = {"space": "nats-sss", "arch": "8:16:24:32:40", "space_options": [["width_mult", 0.5]]}
+    path = tmp_path / "space_options_list.json"
+    path.write_text(json.dumps(record))
+    code, _, err = run_cli(monkeypatch, capsys, "retrain", str(path), "--out", str(tmp_path / "r"))
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: '{path}' has space_options [[\"width_mult\", 0.5]], not a mapping of option names to values "
+        "(e.g. {\"width_mult\": 0.25}); restore the file"], err
+    assert not (tmp_path / "r").exists()
+
+
+def test_adv_25_more_training_images_than_the_data_has_is_one_line(tmp_path):
+    config, out = retrain_config(ARCH, ["data.image_size=8", "data.train_images=100000"], out=tmp_path / "r")
+    with pytest.raises(BossNASError) as info:
+        Retrainer.open(config, out)
+    assert str(info.value) == ("data.train_images=100000 is more than the 1438 training images of digits; expected "
+                               "2..1438, or leave it unset to train on all")
+    assert not out.exists()
+
+
+def test_adv_37_a_non_finite_loss_stops_before_the_step_and_names_no_missing_checkpoint(tmp_path, monkeypatch):
+    config, out = retrain_config(ARCH, ["data.image_size=8", "data.train_images=128", "train.batch_size=32",
+                                        "train.epochs=2", "train.eval_every=0"], out=tmp_path / "r")
+    trainer = Retrainer.open(config, out, show_progress=False)
+    steps = []
+    real_step = trainer.optimizer.step
+    monkeypatch.setattr(trainer.optimizer, "step", lambda *a, **k: (steps.append(1), real_step(*a, **k)))
+    real_forward = trainer.model.forward
+    monkeypatch.setattr(trainer.model, "forward", lambda x: real_forward(x) * float("inf"))
+    with pytest.raises(BossNASError) as info:
+        trainer.run()
+    trainer.folder.unlock()
+    assert steps == [] and not (out / "checkpoint.pt").exists()
+    assert str(info.value) == ("non-finite loss (nan) at epoch 1, step 1; no optimizer step was taken with it and no "
+                               "checkpoint was written yet (the first is written at the end of epoch 1); start over "
+                               "with --force and a lower train.lr")

@@ -9,12 +9,12 @@ import typer
 
 def model_rows() -> list[dict]:
     """Name, space, arch, input, classes, parameters and multiply-adds of every registered model."""
-    from bossnas.models import list_models
+    from bossnas.models import model_specs
     from bossnas.search.costs import arch_cost
     from bossnas.spaces import create_space
 
     rows = []
-    for spec in list_models():
+    for spec in model_specs():
         space = create_space(spec.space, image_size=spec.image_size, num_classes=spec.num_classes, **spec.space_options)
         cost = arch_cost(space, space.parse_arch(spec.arch))
         rows.append({"name": spec.name, "space": spec.space, "arch": spec.arch, "image_size": space.image_size,

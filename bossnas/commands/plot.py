@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -17,13 +18,17 @@ def plot(
     plots = plot_run(run_dir, out)
     for curve in plots.curves:
         line = f"{curve.label}: {len(curve.steps)} steps"
-        if curve.loss:
-            line += f", loss {curve.loss[0]:.4f} -> {curve.loss[-1]:.4f}"
-        if curve.top1:
-            line += f", test top-1 {curve.top1[-1]:.2f}%"
+        losses = [x for x in curve.loss if math.isfinite(x)]  # a non-finite loss is logged as null
+        if losses:
+            line += f", loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+        top1 = [x for x in curve.top1 if math.isfinite(x)]
+        if top1:
+            line += f", test top-1 {top1[-1]:.2f}%"
         typer.echo(line)
     for b in plots.ratings:
         typer.echo(f"block {b.block}: {len(b.ratings)} paths rated, best {b.best_path} ({b.best_rating:.5f})")
+    for note in plots.notes:
+        typer.echo(f"note: {note}", err=True)
     for path in plots.written:
         typer.echo(f"plot -> {path}")
 

@@ -35,7 +35,7 @@ def show(
         plot_kind(plot)
     spec = resolve_model(arch, space)
     in_channels = spec.in_channels if in_channels is None else in_channels
-    named = spec.name in {m.name for m in list_models()}
+    named = spec.name in list_models()
     num_classes = num_classes if num_classes is not None else (spec.num_classes if named or is_search_record(arch) else 10)
     try:
         s = create_space(spec.space, in_channels=in_channels, image_size=image_size or spec.image_size,

@@ -27,17 +27,65 @@ from bossnas.commands.common import (
 )
 
 
+def _data_named(data: str | None, overrides: list[str] | None) -> str | None:
+    """The data set the command line asks for: ``--data``, else the last ``data.name=`` override."""
+    from bossnas.config import parse_override
+
+    for text in reversed(overrides or []):
+        if "=" in text and parse_override(text)[0] == "data.name":
+            return parse_override(text)[1]
+    return data
+
+
+def _preset_line(name: str, tree: dict) -> str:
+    from bossnas.config import _flatten
+
+    return ", ".join(f"{k}={v}" for k, v in _flatten(tree))
+
+
 def _resolve_config(preset, overrides, space, data, data_dir, device, out, resume, extra=None):
-    from bossnas.config import RunConfig, build_config, read_preset
+    """The run's config, its folder and the line saying where the config came from.
+
+    A preset sizes its keys for its own data set: with other data (``--data`` or
+    ``data.name=``) its data-bound keys are left out and the data's own defaults apply; with
+    other data and no ``--preset`` no preset applies at all (the key table's defaults). The
+    default folder is named after the preset, the preset and the data, or the data.
+    """
+    from bossnas.config import (
+        DEFAULT_PRESET,
+        RunConfig,
+        build_config,
+        preset_data,
+        read_preset,
+        without_data_keys,
+    )
     from bossnas.runs import saved_config_tree
 
-    preset_name = preset or "quickstart"
-    run_dir = Path(out) if out else Path("runs") / Path(preset_name).stem
     options = {"space": space, "data.name": data, "data.root": data_dir, "device": device, **(extra or {})}
+    data_name = _data_named(data, overrides)
+    preset_name = preset or DEFAULT_PRESET
+    tree = read_preset(preset_name)
+    stem, own = Path(preset_name).stem, preset_data(tree)
+    if data_name is None or data_name == own:
+        folder, how = stem, f"config: preset {stem} ({_preset_line(stem, tree)})"
+    elif preset is None:
+        tree, folder = None, data_name
+        how = (f"config: no preset; {data_name} with the defaults of the key table (the default preset {stem} is "
+               f"sized for {own}; --preset NAME applies one anyway)")
+    else:
+        tree, dropped = without_data_keys(tree)
+        folder = f"{stem}-{data_name}"
+        how = (f"config: preset {stem} ({_preset_line(stem, tree)}); left out, as sized for {own}, not {data_name}: "
+               f"{', '.join(dropped) or 'nothing'}")
+    run_dir = Path(out) if out else Path("runs") / folder
     # a resume continues with the run's own config (config.yaml, or the checkpoint's copy)
     saved = saved_config_tree(run_dir) if resume and preset is None else None
-    base = saved if saved is not None else (read_preset(preset_name), preset_name)
-    return build_config(RunConfig, base, options, overrides, saved=saved is not None), run_dir
+    if saved is not None:
+        base = (RunConfig.saved_tree(saved[0]), saved[1])
+        how = f"config: the run's own ({saved[1]})"
+    else:
+        base = (tree, preset_name) if tree is not None else None
+    return build_config(RunConfig, base, options, overrides), run_dir, how
 
 
 def _train(preset, overrides, space, data, data_dir, out, resume, force, device, quiet, extra=None):
@@ -45,7 +93,7 @@ def _train(preset, overrides, space, data, data_dir, out, resume, force, device,
     from bossnas.runs import StopSignals
     from bossnas.train.runner import BlockwiseSearch
 
-    config, run_dir = _resolve_config(preset, overrides, space, data, data_dir, device, out, resume, extra)
+    config, run_dir, how = _resolve_config(preset, overrides, space, data, data_dir, device, out, resume, extra)
     if dist.launched():
         # rank 0's config is the run's (other nodes may not see the run folder's config.yaml)
         dist.init_from_env(config.device)
@@ -56,15 +104,24 @@ def _train(preset, overrides, space, data, data_dir, out, resume, force, device,
     with signals:
         search = BlockwiseSearch.open(config, run_dir, resume=resume, force=force, console=console,
                                       show_progress=not quiet, signals=signals)
+        d = search.data
+        console.print(how, soft_wrap=True)
         console.print(
             f"bossnas: space {search.space.name} ({search.space.num_architectures():,} architectures), data {config.data.name} "
-            f"({len(search.data.train)} train / {len(search.data.test)} held-out, {search.data.in_channels}x{search.data.image_size}x"
-            f"{search.data.image_size}), device {search.device}, run folder {run_dir}"
+            f"({len(d.train)} train, {d.in_channels}x{d.image_size}x{d.image_size}), device {search.device}, run folder {run_dir}"
         )
+        console.print(f"rating: {_rating_source(search.config)} (search.rate_split={search.config.search.rate_split})")
         if search.data.note:  # how an image folder's channels and size were decided
             console.print(search.data.note, soft_wrap=True)
         search.run()
     return search, search.config, run_dir, console  # with the space defaults filled in
+
+
+def _rating_source(config) -> str:
+    n = config.search.rate_images
+    if config.search.rate_split == "train":
+        return f"{n} training images held out of training, a fixed draw of seed {config.seed}"
+    return f"{n} images of the test split"
 
 
 def train(

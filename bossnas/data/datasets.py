@@ -8,6 +8,7 @@ The channel count and image size come from the data, never from a constant.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -123,10 +124,18 @@ class SplitData:
 
     #: how the channels and size were decided when the data did not say it alone (image folders)
     note: str = ""
+    #: training images set aside for rating paths (search.rate_split=train), never trained on;
+    #: None: the search rates on the test split
+    held_out: ImageSet | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def rating_images(self) -> ImageSet:
+        """The images a search rates its paths on: the held-out training images, else the test split."""
+        return self.held_out if self.held_out is not None else self.test
 
 
 # --------------------------------------------------------------------------- helpers
@@ -423,10 +432,36 @@ def limit_test(data: SplitData, count: int | None, seed: int = 0) -> SplitData:
 
 
 def limit_train(data: SplitData, count: int | None, seed: int = 0) -> SplitData:
-    """Keep ``count`` training images of a fixed shuffle (quick runs and benchmarks)."""
-    if count is None or count >= len(data.train):
+    """Keep ``count`` training images of a fixed shuffle (quick runs and benchmarks); more
+    than there are is a one-line error (silently training on fewer would misreport the run)."""
+    if count is None:
+        return data
+    if count > len(data.train):
+        held = (f" left after the {len(data.held_out)} held out for rating (search.rate_split=train)"
+                if data.held_out is not None else "")
+        available = len(data.train)
+        raise BossNASError(f"data.train_images={count} is more than the {available} training images of {data.name}{held}; "
+                           f"expected 2..{available}, or leave it unset to train on all")
+    if count == len(data.train):
         return data
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))[:count].sort().values
-    train = data.train.subset(order)  # type: ignore[attr-defined]
-    return SplitData(data.name, train, data.test, data.classes, data.in_channels, data.image_size, data.mean, data.std,
-                     data.note)
+    return dataclasses.replace(data, train=data.train.subset(order))  # type: ignore[attr-defined]
+
+
+#: generator key of the draw of held-out rating images (apart from every other draw of a run)
+HOLD_OUT_KEY = 505
+
+
+def hold_out_for_rating(data: SplitData, count: int, seed: int = 0) -> SplitData:
+    """Set ``count`` training images of a fixed, seeded draw aside for rating; the training
+    split shrinks by them, so no path is rated on an image the supernet was trained on."""
+    from bossnas.data.batches import seeded_generator
+
+    total = len(data.train)
+    if count > total - 2:
+        raise BossNASError(f"search.rate_images={count} leaves {max(total - count, 0)} of the {total} training images of "
+                           f"{data.name} to train on (search.rate_split=train holds them out); lower it or rate on the "
+                           "test split with search.rate_split=test")
+    order = torch.randperm(total, generator=seeded_generator(seed, HOLD_OUT_KEY))
+    held, kept = order[:count].sort().values, order[count:].sort().values
+    return dataclasses.replace(data, train=data.train.subset(kept), held_out=data.train.subset(held))  # type: ignore[attr-defined]

@@ -236,6 +236,10 @@ def read_best_arch(path: str | FsPath) -> dict:
         raise BossNASError(f"'{path}' is not valid JSON") from None
     if not isinstance(record, dict) or "arch" not in record or "space" not in record:
         raise BossNASError(f"'{path}' is not a best_arch.json (needs 'space' and 'arch')")
+    options = record.get("space_options")
+    if options is not None and not (isinstance(options, dict) and all(isinstance(k, str) for k in options)):
+        raise BossNASError(f"'{path}' has space_options {json.dumps(options)[:80]}, not a mapping of option names to "
+                           "values (e.g. {\"width_mult\": 0.25}); restore the file")
     return record
 
 

@@ -38,7 +38,7 @@ def space_class(name: str) -> type[SearchSpace]:
     name, or ``module:Class`` (imported from ``sys.path``, e.g. ``mypkg.spaces:MySpace``)."""
     _import_builtin_spaces()
     if not isinstance(name, str):
-        raise BossNASError(f"a space is given by name, got {name!r}")
+        raise BossNASError(f"a search space is named by text, got {name!r}; choose one of {', '.join(list_spaces())}")
     if name in _SPACES:
         return _SPACES[name]
     if ":" in name:
@@ -53,9 +53,38 @@ def space_class(name: str) -> type[SearchSpace]:
     )
 
 
+#: the smallest input side a space is built for (data.image_size has the same floor)
+MIN_IMAGE_SIZE = 4
+
+
+def _check_count(name: str, value: object, minimum: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise BossNASError(f"create_space: {name} must be an integer >= {minimum}{' or None' if optional else ''}, "
+                           f"got {value!r}")
+
+
 def create_space(name: str, **kwargs) -> SearchSpace:
-    """Build a space by name, e.g. ``create_space("nats-sss", in_channels=3, image_size=32)``."""
-    return space_class(name)(**kwargs)
+    """Build a space by name, e.g. ``create_space("nats-sss", in_channels=3, image_size=32)``.
+
+    Wrong argument types, counts out of range and options the space does not take are one
+    line (:class:`BossNASError`) naming the argument, not a TypeError from deep inside.
+    """
+    import inspect
+
+    cls = space_class(name)
+    _check_count("in_channels", kwargs.get("in_channels", 3), 1)
+    _check_count("image_size", kwargs.get("image_size"), MIN_IMAGE_SIZE, optional=True)
+    _check_count("num_classes", kwargs.get("num_classes", 10), 1)
+    parameters = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        accepted = [k for k in parameters if k != "self"]
+        unknown = [k for k in kwargs if k not in accepted]
+        if unknown:
+            raise BossNASError(f"create_space: '{name}' takes no option '{unknown[0]}'{closest(unknown[0], accepted)}; "
+                               f"its options are {', '.join(accepted)}")
+    return cls(**kwargs)
 
 
 def _entry_points() -> dict[str, str]:

@@ -85,6 +85,40 @@ class StandaloneNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
 
+    # ----------------------------------------------------------------- timm's classifier API
+    def _classifier_path(self) -> str:
+        """Where the final linear layer sits (``head.4``), found once: a reset replaces it in place."""
+        path = self.__dict__.get("_classifier_at")
+        if path is None:
+            linears = [name for name, m in self.head.named_modules() if isinstance(m, nn.Linear)]
+            if not linears:
+                raise BossNASError("this network's head has no linear classifier")
+            path = self.__dict__["_classifier_at"] = f"head.{linears[-1]}"
+        return path
+
+    def get_classifier(self) -> nn.Module:
+        """The final layer: an ``nn.Linear``, or ``nn.Identity`` after ``reset_classifier(0)`` (as in timm)."""
+        return self.get_submodule(self._classifier_path())
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A freshly initialised final layer for ``num_classes`` classes (0: none, the pooled
+        features come out), on the old layer's device and dtype, as timm's ``reset_classifier``."""
+        if global_pool is not None:
+            raise BossNASError("reset_classifier: the pooling of a bossnas network is fixed; leave global_pool unset")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise BossNASError(f"reset_classifier: num_classes must be an integer >= 0 (0: no classifier), got {num_classes!r}")
+        path = self._classifier_path()
+        old = self.get_submodule(path)
+        features = old.in_features if isinstance(old, nn.Linear) else self.__dict__["_classifier_features"]
+        parameter = next(self.parameters())
+        new = nn.Linear(features, num_classes).to(parameter.device, parameter.dtype) if num_classes else nn.Identity()
+        parent, _, name = path.rpartition(".")
+        setattr(self.get_submodule(parent), name, new)
+        self.__dict__["_classifier_features"] = features
+        spec = getattr(self, "bossnas_spec", None)
+        if isinstance(spec, dict):
+            spec["num_classes"] = num_classes
+
 
 class SearchSpace(ABC):
     """Base class of the search spaces; subclasses register with :func:`register_space`.

@@ -30,7 +30,7 @@ from bossnas.config import RunConfig, config_from_dict, resolve_run_config, sear
 from bossnas.curves import MetricsLog
 from bossnas.data.augment import build_augment
 from bossnas.data.batches import epoch_batches, iterate, seeded_generator
-from bossnas.data.datasets import SplitData, limit_train, load_data
+from bossnas.data.datasets import SplitData, hold_out_for_rating, limit_train, load_data
 from bossnas.errors import BossNASError
 from bossnas.runs import (
     CHECKPOINT,
@@ -104,6 +104,8 @@ def prepare_data(config: RunConfig) -> SplitData:
     default_size = space_class(config.space).default_image_size
     data = load_data(config.data.name, config.data.root, config.data.image_size, config.data.download,
                      config.data.workers, default_size=default_size, batch_size=config.train.batch_size)
+    if config.search.rate_split == "train":  # before the subset: no image is both trained and rated on
+        data = hold_out_for_rating(data, config.search.rate_images, seed=config.seed)
     return limit_train(data, config.data.train_images, seed=config.seed)
 
 
@@ -125,8 +127,8 @@ def validate(config: RunConfig, space: SearchSpace, data: SplitData, world: int 
             raise BossNASError(f"train.paths_per_step={k} is out of range for block {spec.index} of '{space.name}' with {sampling} sampling; expected 1..{limit}")
     if config.train.batch_size > len(data.train):
         raise BossNASError(f"train.batch_size={config.train.batch_size} is larger than the {len(data.train)} training images; expected 2..{len(data.train)}")
-    if config.search.rate_images > len(data.test):
-        raise BossNASError(f"search.rate_images={config.search.rate_images} is larger than the {len(data.test)} held-out images; expected 2..{len(data.test)}")
+    if config.search.rate_images > len(data.rating_images):
+        raise BossNASError(f"search.rate_images={config.search.rate_images} is larger than the {len(data.test)} test images; expected 2..{len(data.test)}")
     steps = len(data.train) // config.train.batch_size
     if steps < config.train.accumulate:
         raise BossNASError(f"train.accumulate={config.train.accumulate} exceeds the {steps} steps of an epoch; expected 1..{steps}")
@@ -551,9 +553,9 @@ class BlockwiseSearch:
         """
         cfg = self.config
         batch = cfg.search.batch_size or cfg.train.batch_size
-        n_test = len(self.data.test)
-        order = torch.randperm(n_test, generator=seeded_generator(cfg.seed, RATE_VIEWS_KEY))[: cfg.search.rate_images]
-        images, _ = self.data.test.load(order.sort().values)
+        rating = self.data.rating_images  # held-out training images, or the test split (search.rate_split)
+        order = torch.randperm(len(rating), generator=seeded_generator(cfg.seed, RATE_VIEWS_KEY))[: cfg.search.rate_images]
+        images, _ = rating.load(order.sort().values)
         g = seeded_generator(cfg.seed, RATE_VIEWS_KEY, 1)
         views = self.augment(self._to_device(images), g)
         recal = epoch_batches(len(self.data.train), cfg.train.batch_size, cfg.seed, RECAL_KEY, block)[: cfg.search.recal_batches]

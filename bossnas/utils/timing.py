@@ -49,24 +49,28 @@ class Spread:
         return f"{self.median:.3f} [{self.low:.3f}..{self.high:.3f}]{flag}"
 
 
-def _timer(fn: Callable[[], object], threads: int) -> benchmark.Timer:
+def _timer(fn: Callable[[], object], threads: int, clock: Callable[[], float] | None = None) -> benchmark.Timer:
     # Timer synchronises CUDA around each measurement and runs with `threads` intra-op threads
-    return benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+    extra = {} if clock is None else {"timer": clock}
+    return benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads, **extra)
 
 
 def interleaved_times(fns: Sequence[Callable[[], object]], rounds: int, threads: int | None = None,
-                      warmup: int = 2, progress: Callable[[], None] | None = None) -> list[list[float]]:
+                      warmup: int = 2, progress: Callable[[], None] | None = None,
+                      clock: Callable[[], float] | None = None) -> list[list[float]]:
     """Seconds per call of every function in every round (``result[i][r]``), the functions alternated.
 
     Each function is first called ``warmup`` times (first-call costs: allocation, kernel
     choice) and its calls per measurement fixed so one measurement lasts ``MIN_MEASUREMENT_S``.
     ``progress()`` is called after each function's warm-up and after each measurement:
     ``len(fns) * (rounds + 1)`` calls in all.
+    ``clock`` replaces ``torch.utils.benchmark``'s timer (tests give one that only the timed
+    functions advance, so that the arithmetic is checked exactly, on any machine).
     """
     if rounds < 1:
         raise ValueError("rounds must be >= 1")
     threads = threads or torch.get_num_threads()
-    timers = [_timer(fn, threads) for fn in fns]
+    timers = [_timer(fn, threads, clock) for fn in fns]
     numbers = []
     for timer in timers:
         if warmup:
