@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from bossnas.evaluation.size_controlled import block_accuracy, path_marginals
 
     overrides = dict(item.split("=", 1) for item in args.set)
-    u = Universe("nats-sss")
+    u = Universe.of("nats-sss")
     truth_map = load_truth(args.truth)
     truth = np.array([truth_map[a] for a in u.archs])
     marginal = path_marginals(u.path_index[:, args.block], truth, len(u.block_paths[args.block]))

@@ -33,7 +33,9 @@ minutes, cpu = at most 60 minutes a seed on 2 CPU cores, gpu = minutes on one GP
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
+import functools
 import math
 import shutil
 import sys
@@ -225,6 +227,13 @@ class Universe:
             widths = np.array([[int(w) for w in a.split(":")] for a in self.archs], dtype=float)
             self.log_width = np.log(widths).sum(1)
 
+    @classmethod
+    @functools.cache
+    def of(cls, space_name: str) -> Universe:
+        """The space's universe, built once per process (it costs seconds: the cost of every
+        architecture; the smoke tests and a report after its seeds ask for it several times)."""
+        return cls(space_name)
+
     def ratings(self, tables: list[dict[str, float]]) -> np.ndarray:
         """Sum of block ratings of every architecture (lower = better)."""
         per_block = [np.array([t[p] for p in paths]) for t, paths in zip(tables, self.block_paths)]
@@ -308,6 +317,17 @@ def block_figures(u: Universe, tables: list[dict[str, float]], truth: np.ndarray
             out.append({"block": b, "paths": len(paths),
                         "spearman_vs": {k: float(stats.spearmanr(score, v).statistic) for k, v in covariates.items()}})
     return out
+
+
+@functools.cache
+def baseline_figures(space_name: str, official: Path | None, truth_path: Path, seed: int) -> dict[str, dict]:
+    """The baseline rows' figures (deterministic: computed once per process, a few seconds each)."""
+    from bossnas.evaluation.correlation import load_truth
+
+    u = Universe.of(space_name)
+    truth_map = load_truth(truth_path)
+    truth = np.array([truth_map[a] for a in u.archs])
+    return {name: {"archs": score_figures(u, score, truth)} for name, score in baseline_scores(u, official, seed).items()}
 
 
 def baseline_scores(u: Universe, official: Path | None, seed: int) -> dict[str, np.ndarray]:
@@ -605,7 +625,7 @@ def _main(argv: list[str] | None = None) -> int:
             seed_result(args, seed, out / f"seed-{seed}", data_dir, fresh=args.fresh)
         return 0
 
-    u = Universe(args.space)
+    u = Universe.of(args.space)
     u.write_costs(out / "costs.csv")
     truth = None
     if truth_path is not None:
@@ -635,8 +655,7 @@ def _main(argv: list[str] | None = None) -> int:
         per_seed.append({"seed": seed, "timing": result["timing"], "best_paths": result["best_paths"],
                          "resumed": result.get("resumed", False), "overrides": result["overrides"], **figures})
 
-    baselines = {name: {"archs": score_figures(u, score, truth)}
-                 for name, score in baseline_scores(u, args.official, seeds[0]).items()} if truth is not None else {}
+    baselines = copy.deepcopy(baseline_figures(args.space, args.official, truth_path, seeds[0])) if truth is not None else {}
     agreement = seed_agreement(all_tables) if len(seeds) > 1 else []
     if len(seeds) > 1 and truth is not None and all(len(t) == len(u.block_paths) for t in all_tables):
         # what the seeds' ratings give together: as many supernets trained as the seeds, one

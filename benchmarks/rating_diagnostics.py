@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or args.source
     from bossnas.evaluation.correlation import load_truth
 
-    u = Universe("nats-sss")
+    u = Universe.of("nats-sss")
     truth_map = load_truth(args.truth)
     truth = np.array([truth_map[a] for a in u.archs])
     per_seed, seconds = {}, {}

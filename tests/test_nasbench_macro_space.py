@@ -61,12 +61,16 @@ def test_block_sums_equal_whole_create_model_networks(space, published):
 
 
 @pytest.mark.slow
-def test_every_published_params_from_create_model(published):
-    """All 6,561 rows: create_model's network has exactly the published parameter count
-    (built on the meta device: about 3 ms a network, 20-25 s on one idle core)."""
-    counted = {text: count_params(meta_model(text)) for text in published}
-    wrong = [(text, counted[text], params) for text, (params, _) in published.items() if counted[text] != params]
-    assert len(counted) == 6561 and not wrong, wrong[:5]
+def test_published_params_from_create_model(published):
+    """Every 8th of the 6,561 rows (821 networks; 8 is prime to the 3 choices a layer, so every
+    op appears at every layer in every combination with its neighbours' ops): create_model's
+    network has exactly the published parameter count. Built on the meta device. All 6,561
+    rows are checked through the block costs above; this checks the built network itself."""
+    rows = list(published.items())[::8]
+    for layer in range(8):
+        assert {text[layer] for text, _ in rows} == set("012")
+    wrong = [(text, n, params) for text, (params, _) in rows if (n := count_params(meta_model(text))) != params]
+    assert len(rows) == 821 and not wrong, wrong[:5]
 
 
 # ------------------------------------------------------------------ structure
