@@ -12,6 +12,12 @@ mean ± sd. Without overrides it reproduces the original block's table (checked 
 cpu benchmark: the same ratings, Spearman and best path).
 
     python benchmarks/block_study.py --from bench-out/nats-cpu --block 1 --seeds 0,1,2 --set train.ensemble=false
+    python benchmarks/block_study.py --from bench-out/nats-cpu --block 1 --to-end --set data.image_size=32 ...
+    python benchmarks/block_study.py --from bench-out/nats-cpu --block 1 --to-end --stack 5 ...
+
+``--to-end`` trains and rates every later block too (architecture figures: Spearman, top-10%
+Kendall, the pick); ``--stack N`` adds the released official code's provisional stacking (an
+ablation of a defect of that code, not the method: docs/method.md).
 
 Block 1 of the cpu preset costs about 4 core-minutes a seed (times the epochs). Writes
 ``OUT/seed-S/block.json`` (resumable: finished seeds are reused) and ``OUT/report.json``.
@@ -44,8 +50,53 @@ def _fresh_keys(model, block: int) -> set[str]:
     return {k for k, t in named if id(t) in tensors} | {k for k in model.state_dict() if k.startswith(("online_heads.", "target_heads."))}
 
 
-def study_seed(run_dir: Path, block: int, overrides: dict[str, str], scratch: Path) -> dict:
-    """Train and rate ``block`` of a finished run again with ``overrides``; its table and best path."""
+class ProvisionalStacking:
+    """The released official code's stacking, as an ablation (not the method; docs/method.md):
+    the block being trained is rated every ``1 / ratings`` of its steps, and from the first
+    such rating on its provisional best path is appended to the prefix, so the block trains
+    stacked on its own output (the official NATS run: ratings every 10 of 50 epochs, 40 of
+    the 50 stacked). Stands in for ``bossnas_step`` in the runner while the block trains."""
+
+    def __init__(self, search, block: int, ratings: int = 5):
+        from bossnas.data.batches import epoch_batches
+
+        cfg = search.config.train
+        steps = len(epoch_batches(len(search.data.train), cfg.batch_size, search.config.seed, block, 0)) * cfg.epochs
+        self.search, self.block = search, block
+        self.every = max(1, steps // ratings)
+        self.last = self.every * (ratings - 1)
+        self.calls, self.provisional = 0, None
+        self.history: list[str] = []
+
+    def rate(self) -> None:
+        from bossnas.search.rating import rate_block
+
+        search, cfg = self.search, self.search.config
+        paths = search.block_paths(self.block)
+        recal, rate = search.rating_inputs(self.block)
+        ratings = rate_block(search.model, self.block, paths, recal, rate, cfg.search.batch_size or cfg.train.batch_size,
+                             cfg.search.bn_recalibration, search.autocast, recalibrate_predictor=cfg.search.recalibrate_predictor)
+        self.provisional = paths[min(range(len(paths)), key=ratings.__getitem__)]
+        self.history.append(search.space.format_path(self.provisional))
+        search._set_modes(self.block)  # back to training
+
+    def __call__(self, model, block, paths, view_1, view_2, best_paths=(), *args, **kwargs):
+        from bossnas.train.step import bossnas_step
+
+        if block == self.block:
+            if self.calls and self.calls % self.every == 0 and self.calls <= self.last:
+                self.rate()
+            self.calls += 1
+            if self.provisional is not None:
+                best_paths = [*best_paths, self.provisional]
+        return bossnas_step(model, block, paths, view_1, view_2, best_paths, *args, **kwargs)
+
+
+def study_seed(run_dir: Path, block: int, overrides: dict[str, str], scratch: Path, to_end: bool = False,
+               stack_ratings: int = 0) -> dict:
+    """Train and rate ``block`` (with ``to_end``: and every block after it) of a finished run
+    again with ``overrides``; the tables and best paths. ``stack_ratings`` > 0: with the
+    released code's provisional stacking (:class:`ProvisionalStacking`) in every block trained."""
     import yaml
 
     from bossnas.config import set_key
@@ -67,9 +118,29 @@ def study_seed(run_dir: Path, block: int, overrides: dict[str, str], scratch: Pa
     search.state = RunState(block=block, phase="train", best_paths=list(saved["best_paths"][:block]),
                             tables={str(b): saved["tables"][str(b)] for b in range(block)})
     start = time.perf_counter()
-    search.run(stop_after_block=block + 1)
-    return {"table": dict(search.state.tables[str(block)]), "best_path": search.state.best_paths[block],
-            "seconds": round(time.perf_counter() - start, 1)}
+    last = len(search.space.blocks) if to_end else block + 1
+    stacked = {}
+    for b in range(block, last):
+        if stack_ratings:
+            import bossnas.train.runner as runner
+
+            stacking = ProvisionalStacking(search, b, stack_ratings)
+            original, runner.bossnas_step = runner.bossnas_step, stacking
+            try:
+                search.run(stop_after_block=b + 1)
+            finally:
+                runner.bossnas_step = original
+            stacked[str(b)] = stacking.history
+        else:
+            search.run(stop_after_block=b + 1)
+    result = {"table": dict(search.state.tables[str(block)]), "best_path": search.state.best_paths[block],
+              "seconds": round(time.perf_counter() - start, 1)}
+    if to_end:
+        result["tables"] = [dict(search.state.tables[str(b)]) for b in range(len(search.space.blocks))]
+        result["best_paths"] = list(search.state.best_paths)
+    if stack_ratings:
+        result["provisional_paths"] = stacked
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block", type=int, required=True, help="the block to train again (1 or later)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    parser.add_argument("--to-end", action="store_true",
+                        help="also train and rate every block after --block (architecture figures too)")
+    parser.add_argument("--stack", type=int, default=0, metavar="N",
+                        help="the released code's stacking (an ablation): rate each trained block N times during its "
+                             "training and stack its provisional best path on the prefix (official: 5, every 10 of 50 epochs)")
     parser.add_argument("--truth", type=Path, default=NATS_TRUTH)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -103,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             scratch = folder / "run"
             shutil.rmtree(scratch, ignore_errors=True)
             scratch.mkdir(parents=True)
-            result = study_seed(args.source / f"seed-{seed}" / "run", args.block, overrides, scratch)
+            result = study_seed(args.source / f"seed-{seed}" / "run", args.block, overrides, scratch, args.to_end, args.stack)
             shutil.rmtree(scratch, ignore_errors=True)
             write_json(done, result)
         score = -np.array([result["table"][p] for p in u.block_paths[args.block]])
@@ -112,10 +188,24 @@ def main(argv: list[str] | None = None) -> int:
         figures = {"seed": seed, "spearman": accuracy.spearman, "partial_log_width": accuracy.partial["log width"],
                    "spearman_vs_log_width": float(spearmanr(score, log_width)[0]),
                    "best_path": result["best_path"], "seconds": result["seconds"]}
+        if "tables" in result:
+            from rating import block_figures, score_figures
+
+            blocks = block_figures(u, result["tables"], truth)
+            for b in range(args.block + 1, len(blocks)):
+                figures[f"block_{b}_spearman"] = blocks[b]["spearman"]
+                figures[f"block_{b}_partial_log_width"] = blocks[b]["partial"]["log width"]
+            ratings = u.ratings(result["tables"])
+            archs = score_figures(u, -ratings, truth)
+            figures.update(arch_spearman=archs["spearman"], arch_top10_kendall=archs["top10_kendall"],
+                           pick=float(truth[int(np.argmin(ratings))]), best_paths=result["best_paths"])
+        if "provisional_paths" in result:
+            figures["provisional_paths"] = result["provisional_paths"]
         per_seed.append(figures)
         print(json.dumps(figures), flush=True)
     summary = {}
-    for key in ("spearman", "partial_log_width", "spearman_vs_log_width"):
+    keys = [k for k, v in per_seed[0].items() if isinstance(v, float) and k != "seconds"]
+    for key in keys:
         values = np.array([s[key] for s in per_seed])
         summary[key] = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else None}
     write_json(args.out / "report.json", {"source": str(args.source), "block": args.block, "overrides": overrides,

@@ -109,6 +109,13 @@ def test_rating_benchmark_over_seeds(shared_data, tmp_path):
     assert study.main(["--from", str(out), "--block", "1", "--seeds", "0", "--out", str(tmp_path / "other-k"),
                        "--set", "train.paths_per_step=2"]) == 0
     assert json.loads((tmp_path / "other-k" / "seed-0" / "block.json").read_text())["table"] != again["table"]
+    # the released code's stacking, through the last block (16x16: block 1 stacked on itself
+    # ends at 2x2), with the architecture figures of the new later blocks
+    assert study.main(["--from", str(out), "--block", "1", "--seeds", "0", "--out", str(tmp_path / "stacked"),
+                       "--to-end", "--stack", "2", "--set", "data.image_size=16"]) == 0
+    stacked = json.loads((tmp_path / "stacked" / "report.json").read_text())["per_seed"][0]
+    assert [len(stacked["provisional_paths"][b]) for b in ("1", "2")] == [1, 1]
+    assert -1 <= stacked["arch_spearman"] <= 1 and len(stacked["best_paths"]) == 3 and "block_2_spearman" in stacked
     # re-rating the trained runs with the same rating settings gives their tables back exactly
     again = tmp_path / "again"
     assert bench.main([*TINY, "--data-dir", str(data_dir), "--out", str(again), "--seeds", "0,1",
