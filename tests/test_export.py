@@ -195,11 +195,15 @@ def test_adv_29_export_interrupted_by_a_signal_is_one_line_and_the_rerun_complet
 
         caught = []  # old code: no handler of its own, so this one sees SIGTERM (and pytest survives it)
         previous = signal.signal(signal.SIGTERM, lambda *a, caught=caught: caught.append(a))
+        # a shell starts a background job with SIGINT ignored, and Python then keeps it ignored:
+        # give this process the Ctrl-C a terminal user has
+        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
         monkeypatch.setattr(export_module, "check_export", interrupted_check)
         try:
             code, _, err = run_cli(monkeypatch, capsys, "export", str(trained), "--out", str(out), "--format", "state-dict")
         finally:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
         name = signal.Signals(signum).name
         assert (code, caught) == (code_expected, []), err
         assert err.strip().splitlines()[-1] == (f"error: interrupted by {name} while exporting to '{out}'; it holds an "
