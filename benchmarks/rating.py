@@ -371,7 +371,7 @@ def rated_checkpoint(run_dir: Path, block: int, config, final: dict | None = Non
         return load_checkpoint(kept)
     if config.train.prefix != "frozen":
         raise SystemExit(f"{run_dir} has no {kept.name}: its earlier blocks kept learning (train.prefix=online), so the "
-                         "final checkpoint does not hold block {block} as it was rated; train the seed again with this script")
+                         f"final checkpoint does not hold block {block} as it was rated; train the seed again with this script")
     return final if final is not None else load_checkpoint(run_dir / "checkpoint.pt")
 
 

@@ -233,6 +233,21 @@ def test_report_counts_a_resumed_seeds_earlier_calls():
     assert bench._seed_wall(fresh) == "seed 1 2.5 min"
 
 
+def test_a_learning_prefix_run_without_its_rated_copies_names_the_block_and_the_fix(tmp_path):
+    """Re-rating needs each block as it was rated; a learning prefix kept training, so without
+    ``rated-block-K.pt`` the final checkpoint is refused, naming the block (not a template)."""
+    from types import SimpleNamespace
+
+    bench = _load_benchmark()
+    learning = SimpleNamespace(train=SimpleNamespace(prefix="online"))
+    with pytest.raises(SystemExit) as stop:
+        bench.rated_checkpoint(tmp_path, 1, learning, final={"unused": True})
+    message = str(stop.value)
+    assert "rated-block-1.pt" in message and "block 1 as it was rated" in message and "{" not in message
+    frozen = SimpleNamespace(train=SimpleNamespace(prefix="frozen"))
+    assert bench.rated_checkpoint(tmp_path, 1, frozen, final={"kept": 7}) == {"kept": 7}
+
+
 # ------------------------------------------------------------------ adversarial pass 2026-12-02: benchmarks/rating.py
 @pytest.mark.parametrize("extra, line", [
     (["--set", "train.epoch=2"], "error: unknown config key 'train.epoch' (did you mean 'train.epochs'?)"),
